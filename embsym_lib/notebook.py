@@ -1,0 +1,117 @@
+"""Helpers that keep family notebooks thin: capture parameters, seed, log, save figures, write the record.
+
+A family notebook looks like::
+
+    import embsym_lib.notebook as nb
+    nb.begin(globals())
+    # --- cell tagged "parameters" ---
+    variant = "cosine"; seed = 0; profile = "offline"; run_dir = ""; ...
+    # ---
+    run = nb.collect(globals(), family="synthetic")   # validates, seeds, writes a 'running' record
+    ...                                              # calls into the library
+    run.finish(metrics={...}, curves={...}, extra={...})
+
+Every name assigned in the parameters cell (and in papermill's injected cell) becomes a parameter.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import records
+from .families import FamilySpec, get_family
+
+_MARK = "__embsym_names_before_parameters__"
+_PLAIN = (bool, int, float, str, list, dict, tuple, type(None))
+DEFAULT_OUTPUTS = records.PROJECT_ROOT / "outputs"
+
+
+def begin(namespace: dict[str, Any]) -> None:
+    """Remember which names exist before the parameters cell."""
+    namespace[_MARK] = set(namespace) | {_MARK}
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+class RunContext:
+    """One run of a family notebook: its validated parameters, directory, and record."""
+
+    def __init__(self, spec: FamilySpec, params: dict[str, Any], run_dir: Path):
+        self.spec = spec
+        self.params = params
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.started = records.now_iso()
+        self._t0 = time.perf_counter()
+        records.write_record(self.run_dir, family=spec.name, params=params, status="running", started=self.started)
+
+    @property
+    def variant(self) -> str:
+        return self.params["variant"]
+
+    @property
+    def seed(self) -> int:
+        return self.params["seed"]
+
+    @property
+    def symmetry(self):
+        return self.spec.symmetry_of(self.params)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def log(self, msg: str) -> None:
+        print(f"[{self.spec.name} {self.variant} seed={self.seed} +{self.elapsed():.1f}s] {msg}", flush=True)
+
+    def save_figure(self, fig, name: str) -> Path:
+        path = self.run_dir / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+    def finish(
+        self,
+        metrics: dict[str, float],
+        curves: dict[str, dict[str, list]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write the complete record; returns it."""
+        return records.write_record(
+            self.run_dir, family=self.spec.name, params=self.params, status="complete",
+            metrics=metrics, curves=curves, extra=extra, started=self.started, wall_time_s=self.elapsed(),
+        )
+
+
+def collect(namespace: dict[str, Any], family: str) -> RunContext:
+    """Parameters = plain values named after ``begin``; validate them, seed, and open the run."""
+    from .params import validate_point
+
+    spec = get_family(family)
+    before = namespace.get(_MARK)
+    if before is None:
+        raise RuntimeError("call embsym_lib.notebook.begin(globals()) before the parameters cell")
+    params = {
+        k: v for k, v in namespace.items()
+        if k not in before and not k.startswith("_") and isinstance(v, _PLAIN)
+    }
+    for required in ("variant", "seed", "profile", "run_dir"):
+        if required not in params:
+            raise ValueError(f"the {family} notebook's parameters cell must define {required!r}")
+    validate_point(spec, params)
+    run_dir = params["run_dir"] or str(DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}")
+    params["run_dir"] = str(run_dir)
+    seed_everything(int(params["seed"]))
+    return RunContext(spec, params, Path(run_dir))

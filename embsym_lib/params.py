@@ -1,0 +1,245 @@
+"""Parameter sets: ``params/<profile>/<family>.yaml`` -> validated grid points, before any compute.
+
+A params file::
+
+    description: what this profile is for
+    variants: [cosine, dot, qnorm, dnorm, learn]
+    seeds: [0, 1, 2]
+    grid:            # optional extra axes, each must be one of the family's grid_axes
+      task: [asymmetric, symmetric]
+    parameters:      # values for the notebook's parameters cell (names and types checked against it)
+      epochs: 3
+    resources: {cpus: 1, gpus: 0}
+
+The notebook's ``parameters`` cell is the schema: every name set here must exist there, with a value
+of the same type as its default (an int is accepted for a float).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from .families import FamilySpec, get_family
+from .records import PROJECT_ROOT
+from .similarity import check_variant
+
+PARAMS_DIR = PROJECT_ROOT / "params"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+RESERVED = ("variant", "seed", "profile", "run_dir")
+TOP_LEVEL_KEYS = ("description", "variants", "seeds", "grid", "parameters", "resources")
+
+
+class ParamError(ValueError):
+    """A parameter problem found before any compute; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    family: str
+    profile: str
+    params: dict[str, Any]
+    axes: dict[str, Any]
+    run_id: str
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        axes = " ".join(f"{k}={v}" for k, v in self.axes.items())
+        return f"{self.family} {axes} variant={self.params['variant']} seed={self.params['seed']}".replace("  ", " ")
+
+
+def available_profiles(params_dir: Path = PARAMS_DIR) -> list[str]:
+    return sorted(p.name for p in Path(params_dir).iterdir() if p.is_dir()) if Path(params_dir).exists() else []
+
+
+def notebook_path(spec: FamilySpec) -> Path:
+    return NOTEBOOKS_DIR / spec.notebook
+
+
+def notebook_defaults(path: Path) -> dict[str, Any]:
+    """Name -> default value of the notebook's ``parameters`` cell (``...`` where not a literal)."""
+    if not Path(path).exists():
+        raise ParamError(f"notebook not found: {path}")
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            defaults: dict[str, Any] = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    for t in targets:
+                        if isinstance(t, ast.Name):
+                            try:
+                                defaults[t.id] = ast.literal_eval(node.value)
+                            except (ValueError, SyntaxError):
+                                defaults[t.id] = ...
+            return defaults
+    raise ParamError(f"{path} has no cell tagged 'parameters'")
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is ... or default is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def check_types(params: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
+    for name, value in params.items():
+        if name not in defaults:
+            raise ParamError(
+                f"{where}: unknown parameter {name!r}; the notebook accepts: {', '.join(sorted(defaults))}"
+            )
+        if not _type_ok(value, defaults[name]):
+            raise ParamError(
+                f"{where}: parameter {name!r} must be {type(defaults[name]).__name__} "
+                f"(like its default {defaults[name]!r}), got {type(value).__name__} {value!r}"
+            )
+
+
+def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None = None) -> None:
+    """Checks of one fully-resolved grid point: variant, seed, task, and the family's own checks."""
+    where = where or f"{spec.name}"
+    try:
+        check_variant(params.get("variant"), spec.variants)
+    except ValueError as e:
+        raise ParamError(f"{where}: {e}") from None
+    seed = params.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ParamError(f"{where}: seed must be a non-negative integer, got {seed!r}")
+    if spec.task_axis is not None and str(params.get(spec.task_axis)) not in spec.tasks:
+        raise ParamError(
+            f"{where}: unknown {spec.task_axis} {params.get(spec.task_axis)!r}; "
+            f"valid values are: {', '.join(spec.tasks)}"
+        )
+    if spec.validate is not None:
+        try:
+            spec.validate(params)
+        except ParamError:
+            raise
+        except (ValueError, FileNotFoundError, KeyError) as e:
+            raise ParamError(f"{where}: {e}") from None
+
+
+def load_profile(family: str, profile: str, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
+    spec = get_family(family)
+    profiles = available_profiles(params_dir)
+    if profile not in profiles:
+        raise ParamError(f"unknown profile {profile!r}; valid profiles are: {', '.join(profiles) or '(none)'}")
+    path = Path(params_dir) / profile / f"{spec.name}.yaml"
+    if not path.exists():
+        raise ParamError(f"profile {profile!r} has no parameters for family {family!r} (missing {path})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamError(f"{path}: expected a mapping at the top level")
+    unknown = set(raw) - set(TOP_LEVEL_KEYS)
+    if unknown:
+        raise ParamError(f"{path}: unknown keys {sorted(unknown)}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+    raw["_path"] = str(path)
+    return raw
+
+
+def _as_list(value: Any, name: str, where: str) -> list:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (str, int)):
+        return [value]
+    raise ParamError(f"{where}: {name} must be a list, got {value!r}")
+
+
+def run_id_for(profile: str, axes: dict[str, Any], params: dict[str, Any]) -> str:
+    """Readable and unique: profile, axes, variant, seed, and a hash of every parameter."""
+    digest = hashlib.sha1(
+        json.dumps({k: v for k, v in params.items() if k != "run_dir"}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:8]
+    parts = [profile, *(f"{k}={v}" for k, v in axes.items()), params["variant"], f"s{params['seed']}", digest]
+    return "-".join(str(p).replace("/", "_").replace(" ", "_") for p in parts)
+
+
+def expand(
+    family: str,
+    profile: str = "offline",
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+    overrides: dict[str, Any] | None = None,
+    params_dir: Path = PARAMS_DIR,
+) -> list[GridPoint]:
+    """All grid points of a family under a profile, each validated; raises ParamError on the first problem."""
+    spec = get_family(family)
+    raw = load_profile(family, profile, params_dir)
+    where = raw["_path"]
+    defaults = notebook_defaults(notebook_path(spec))
+    for name in RESERVED:
+        if name not in defaults:
+            raise ParamError(f"{notebook_path(spec)}: parameters cell must define {name!r}")
+
+    variant_list = variants if variants else _as_list(raw.get("variants", list(spec.variants)), "variants", where)
+    seed_list = seeds if seeds is not None and len(seeds) else _as_list(raw.get("seeds", [0]), "seeds", where)
+    grid = raw.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ParamError(f"{where}: grid must be a mapping of axis -> list of values")
+    for axis in grid:
+        if axis not in spec.grid_axes:
+            raise ParamError(
+                f"{where}: unknown grid axis {axis!r} for {family}; valid axes are: {', '.join(spec.grid_axes) or '(none)'}"
+            )
+    base = dict(raw.get("parameters") or {})
+    if overrides:
+        base.update(overrides)
+    for name in RESERVED:
+        if name in base or name in grid:
+            raise ParamError(f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters")
+    check_types(base, defaults, where)
+    axis_names = list(grid)
+    axis_values = [_as_list(grid[a], f"grid.{a}", where) for a in axis_names]
+    for a, vals in zip(axis_names, axis_values, strict=True):
+        for v in vals:
+            check_types({a: v}, defaults, where)
+    for v in variant_list:
+        try:
+            check_variant(v, spec.variants)
+        except ValueError as e:
+            raise ParamError(f"{where}: {e}") from None
+    for s in seed_list:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise ParamError(f"{where}: seeds must be non-negative integers, got {s!r}")
+
+    points: list[GridPoint] = []
+    for combo in itertools.product(*axis_values):
+        axes = dict(zip(axis_names, combo, strict=True))
+        for variant in variant_list:
+            for seed in seed_list:
+                params = {**{k: v for k, v in defaults.items() if v is not ...}, **base, **axes,
+                          "variant": variant, "seed": seed, "profile": profile}
+                params["run_dir"] = ""
+                validate_point(spec, params, where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]")
+                rid = run_id_for(profile, axes, params)
+                points.append(GridPoint(family, profile, params, axes, rid, dict(raw.get("resources") or {})))
+    return points
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``name=value`` from the command line; the value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ParamError(f"--set expects name=value, got {text!r}")
+    name, value = text.split("=", 1)
+    return name.strip(), yaml.safe_load(value)

@@ -1,0 +1,172 @@
+"""Run records: one ``record.json`` per run, beside its executed notebook, written atomically.
+
+A record holds everything needed to trust and re-create a number: family, variant, seed, every
+parameter, metrics, curves, package versions, git commit, device, wall time and status.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RECORD_NAME = "record.json"
+SCHEMA_VERSION = 1
+STATUSES = ("complete", "failed", "interrupted", "running")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+TRACKED_PACKAGES = (
+    "embsym", "torch", "numpy", "scipy", "pandas", "transformers", "sentence-transformers",
+    "open_clip_torch", "pykeen", "recbole", "learn2learn", "papermill", "pytrec-eval-terrier", "ray",
+)
+
+
+def package_versions(packages: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    """HEAD's commit and whether the working tree differs from it (``dirty``)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root, capture_output=True, text=True, check=True,
+            ).stdout.strip()
+        )
+        return {"commit": commit, "dirty": dirty}
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"host": platform.node(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["device"] = "cuda"
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+        else:
+            info["device"] = "cpu"
+    except ImportError:
+        info["device"] = "cpu"
+    return info
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON: numpy/torch scalars to Python numbers, NaN/inf to None, tuples to lists."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file and ``os.replace``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_jsonable(data), f, indent=1, sort_keys=False, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RECORD_NAME
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def write_record(
+    run_dir: Path,
+    *,
+    family: str,
+    params: dict[str, Any],
+    status: str = "complete",
+    metrics: dict[str, float] | None = None,
+    curves: dict[str, dict[str, list]] | None = None,
+    extra: dict[str, Any] | None = None,
+    error: str | None = None,
+    started: str | None = None,
+    wall_time_s: float | None = None,
+) -> dict[str, Any]:
+    """Write ``run_dir/record.json`` with the run's provenance; returns the record.
+
+    ``metrics``: flat name -> number. ``curves``: name -> {"x": [...], "y": [...]} (e.g. norms per
+    step). ``extra``: any other JSON-able results (matrices, per-dataset tables).
+    """
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; valid: {', '.join(STATUSES)}")
+    record = {
+        "schema": SCHEMA_VERSION,
+        "family": family,
+        "run_id": Path(run_dir).name,
+        "profile": params.get("profile"),
+        "variant": params.get("variant"),
+        "seed": params.get("seed"),
+        "status": status,
+        "params": params,
+        "metrics": metrics or {},
+        "curves": curves or {},
+        "extra": extra or {},
+        "error": error,
+        "started": started,
+        "finished": now_iso(),
+        "wall_time_s": wall_time_s,
+        "versions": package_versions(),
+        "git": git_commit(),
+        "device": device_info(),
+        "argv": sys.argv[:1],
+    }
+    atomic_write_json(Path(run_dir) / RECORD_NAME, record)
+    return record
+
+
+def update_record(run_dir: Path, **fields: Any) -> dict[str, Any] | None:
+    """Merge ``fields`` into an existing record (atomically); None if there is no record."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    record.update(fields)
+    atomic_write_json(Path(run_dir) / RECORD_NAME, record)
+    return record
