@@ -21,6 +21,15 @@ from .similarity import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "FIXED_VARIANTS", "SYMMETRIC_VARIANTS", "VARIANTS", "LearnableSimilarity", "Similarity",
-    "UnknownVariantError", "is_symmetric", "make_similarity", "normalize", "paired", "pairwise",
+    "FIXED_VARIANTS",
+    "SYMMETRIC_VARIANTS",
+    "VARIANTS",
+    "LearnableSimilarity",
+    "Similarity",
+    "UnknownVariantError",
+    "is_symmetric",
+    "make_similarity",
+    "normalize",
+    "paired",
+    "pairwise",
 ]

@@ -61,8 +61,9 @@ def relevance_magnitude_d(
             raise ValueError("pool='top_k' needs the score matrix")
         irr_norms = []
         for qi, docs in relevant.items():
-            top = np.argsort(-scores[qi])[: k + len(set(docs))]
-            irr_norms.extend(doc_norms[j] for j in top if j not in set(docs))
+            rel = set(docs)
+            top = np.argsort(-scores[qi])[: k + len(rel)]
+            irr_norms.extend(doc_norms[[j for j in top if j not in rel][:k]])
         irr_norms = np.asarray(irr_norms)
     else:
         raise ValueError(f"unknown irrelevant pool {pool!r}; valid pools are: corpus, top_k")
@@ -110,8 +111,8 @@ def per_example_info_nce_grads(
     dL_i/dd_i = scale * (p_ii - 1) * ds(q_i, d_i)/dd_i, the gradient of a weighted paired score.
     """
     sim = make_similarity(similarity) if isinstance(similarity, str) else similarity
-    q = q.detach().float().requires_grad_(True)
-    d = d.detach().float().requires_grad_(True)
+    q = q.detach().clone().requires_grad_(True)
+    d = d.detach().clone().requires_grad_(True)
     logits = scale * sim.pairwise(q, d)
     labels = torch.arange(q.shape[0])
     loss = F.cross_entropy(logits, labels, reduction="sum")
@@ -127,7 +128,7 @@ def fisher_condition_number(
     similarity: str | Similarity,
     scale: float = 20.0,
     batch_size: int = 64,
-    rtol: float = 1e-6,
+    rtol: float = 1e-9,
 ) -> dict[str, float]:
     """Condition number of the empirical Fisher information of InfoNCE in embedding space.
 
@@ -143,19 +144,26 @@ def fisher_condition_number(
     - *Approximation*: the empirical Fisher F = mean_i g_i g_i^T, g_i = dL_i/dtheta_i
       (``per_example_info_nce_grads``).
     - *Condition number*: kappa = lambda_max / lambda_min over the eigenvalues of F above
-      ``rtol * lambda_max``. Normalizing a side removes its radial direction from g (no radial
-      gradient), so F has rank <= 2D-1 under qnorm and dnorm: their kappas compare like for like.
+      ``rtol * lambda_max`` (computed in float64). Normalizing a side makes each g_i orthogonal to that
+      side's own vector (no radial gradient), one lost direction per example under qnorm and under
+      dnorm alike (the paper's "2d-1 effective dimensions"), so their kappas compare like for like.
+      Summed over examples whose radial directions differ, F itself stays full rank.
 
     Decision rule (``predict_side``): normalize the side whose unilateral variant has the smaller kappa
     (better-conditioned curvature is easier to optimize).
     """
+    # float64 throughout, so the exact zero eigenvalues of a normalized side's radial direction are
+    # ~1e-16 of the largest and fall clearly below ``rtol``.
+    q, d = q.detach().double(), d.detach().double()
+    if not isinstance(similarity, str):
+        similarity = similarity.double()
     grads = [
         per_example_info_nce_grads(q[i : i + batch_size], d[i : i + batch_size], similarity, scale)
         for i in range(0, q.shape[0] - batch_size + 1, batch_size)
     ]
     if not grads:
         raise ValueError(f"need at least batch_size={batch_size} pairs, got {q.shape[0]}")
-    g = torch.cat(grads).double()
+    g = torch.cat(grads)
     fisher = g.T @ g / g.shape[0]
     eig = torch.linalg.eigvalsh(fisher).flip(0)
     kept = eig[eig > rtol * eig[0]]

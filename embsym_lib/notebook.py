@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - libraries draw from the legacy global state
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
 
@@ -56,7 +56,9 @@ class RunContext:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = records.now_iso()
         self._t0 = time.perf_counter()
-        records.write_record(self.run_dir, family=spec.name, params=params, status="running", started=self.started)
+        records.write_record(
+            self.run_dir, family=spec.name, params=params, status="running", started=self.started
+        )
 
     @property
     def variant(self) -> str:
@@ -90,8 +92,15 @@ class RunContext:
     ) -> dict[str, Any]:
         """Write the complete record; returns it."""
         return records.write_record(
-            self.run_dir, family=self.spec.name, params=self.params, status="complete",
-            metrics=metrics, curves=curves, extra=extra, started=self.started, wall_time_s=self.elapsed(),
+            self.run_dir,
+            family=self.spec.name,
+            params=self.params,
+            status="complete",
+            metrics=metrics,
+            curves=curves,
+            extra=extra,
+            started=self.started,
+            wall_time_s=self.elapsed(),
         )
 
 
@@ -104,14 +113,17 @@ def collect(namespace: dict[str, Any], family: str) -> RunContext:
     if before is None:
         raise RuntimeError("call embsym_lib.notebook.begin(globals()) before the parameters cell")
     params = {
-        k: v for k, v in namespace.items()
+        k: v
+        for k, v in namespace.items()
         if k not in before and not k.startswith("_") and isinstance(v, _PLAIN)
     }
     for required in ("variant", "seed", "profile", "run_dir"):
         if required not in params:
             raise ValueError(f"the {family} notebook's parameters cell must define {required!r}")
     validate_point(spec, params)
-    run_dir = params["run_dir"] or str(DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}")
+    run_dir = params["run_dir"] or str(
+        DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}"
+    )
     params["run_dir"] = str(run_dir)
     seed_everything(int(params["seed"]))
     return RunContext(spec, params, Path(run_dir))

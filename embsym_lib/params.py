@@ -54,11 +54,15 @@ class GridPoint:
     @property
     def label(self) -> str:
         axes = " ".join(f"{k}={v}" for k, v in self.axes.items())
-        return f"{self.family} {axes} variant={self.params['variant']} seed={self.params['seed']}".replace("  ", " ")
+        return f"{self.family} {axes} variant={self.params['variant']} seed={self.params['seed']}".replace(
+            "  ", " "
+        )
 
 
 def available_profiles(params_dir: Path = PARAMS_DIR) -> list[str]:
-    return sorted(p.name for p in Path(params_dir).iterdir() if p.is_dir()) if Path(params_dir).exists() else []
+    return (
+        sorted(p.name for p in Path(params_dir).iterdir() if p.is_dir()) if Path(params_dir).exists() else []
+    )
 
 
 def notebook_path(spec: FamilySpec) -> Path:
@@ -141,7 +145,9 @@ def load_profile(family: str, profile: str, params_dir: Path = PARAMS_DIR) -> di
     spec = get_family(family)
     profiles = available_profiles(params_dir)
     if profile not in profiles:
-        raise ParamError(f"unknown profile {profile!r}; valid profiles are: {', '.join(profiles) or '(none)'}")
+        raise ParamError(
+            f"unknown profile {profile!r}; valid profiles are: {', '.join(profiles) or '(none)'}"
+        )
     path = Path(params_dir) / profile / f"{spec.name}.yaml"
     if not path.exists():
         raise ParamError(f"profile {profile!r} has no parameters for family {family!r} (missing {path})")
@@ -192,7 +198,9 @@ def expand(
         if name not in defaults:
             raise ParamError(f"{notebook_path(spec)}: parameters cell must define {name!r}")
 
-    variant_list = variants if variants else _as_list(raw.get("variants", list(spec.variants)), "variants", where)
+    variant_list = (
+        variants if variants else _as_list(raw.get("variants", list(spec.variants)), "variants", where)
+    )
     seed_list = seeds if seeds is not None and len(seeds) else _as_list(raw.get("seeds", [0]), "seeds", where)
     grid = raw.get("grid") or {}
     if not isinstance(grid, dict):
@@ -203,11 +211,17 @@ def expand(
                 f"{where}: unknown grid axis {axis!r} for {family}; valid axes are: {', '.join(spec.grid_axes) or '(none)'}"
             )
     base = dict(raw.get("parameters") or {})
-    if overrides:
-        base.update(overrides)
+    grid = dict(grid)
+    for name, value in (overrides or {}).items():
+        if name in grid:
+            grid[name] = [value]  # overriding a grid axis restricts the sweep to that value
+        else:
+            base[name] = value
     for name in RESERVED:
         if name in base or name in grid:
-            raise ParamError(f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters")
+            raise ParamError(
+                f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters"
+            )
     check_types(base, defaults, where)
     axis_names = list(grid)
     axis_values = [_as_list(grid[a], f"grid.{a}", where) for a in axis_names]
@@ -228,10 +242,20 @@ def expand(
         axes = dict(zip(axis_names, combo, strict=True))
         for variant in variant_list:
             for seed in seed_list:
-                params = {**{k: v for k, v in defaults.items() if v is not ...}, **base, **axes,
-                          "variant": variant, "seed": seed, "profile": profile}
+                params = {
+                    **{k: v for k, v in defaults.items() if v is not ...},
+                    **base,
+                    **axes,
+                    "variant": variant,
+                    "seed": seed,
+                    "profile": profile,
+                }
                 params["run_dir"] = ""
-                validate_point(spec, params, where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]")
+                validate_point(
+                    spec,
+                    params,
+                    where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
+                )
                 rid = run_id_for(profile, axes, params)
                 points.append(GridPoint(family, profile, params, axes, rid, dict(raw.get("resources") or {})))
     return points

@@ -24,8 +24,20 @@ STATUSES = ("complete", "failed", "interrupted", "running")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 TRACKED_PACKAGES = (
-    "embsym", "torch", "numpy", "scipy", "pandas", "transformers", "sentence-transformers",
-    "open_clip_torch", "pykeen", "recbole", "learn2learn", "papermill", "pytrec-eval-terrier", "ray",
+    "embsym",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "transformers",
+    "sentence-transformers",
+    "open_clip_torch",
+    "pykeen",
+    "recbole",
+    "learn2learn",
+    "papermill",
+    "pytrec-eval-terrier",
+    "ray",
 )
 
 
@@ -48,7 +60,10 @@ def git_commit(root: Path = PROJECT_ROOT) -> dict[str, Any]:
         dirty = bool(
             subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=root, capture_output=True, text=True, check=True,
+                cwd=root,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.strip()
         )
         return {"commit": commit, "dirty": dirty}
@@ -74,7 +89,7 @@ def device_info() -> dict[str, Any]:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _jsonable(x: Any) -> Any:

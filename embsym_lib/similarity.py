@@ -139,7 +139,7 @@ class LearnableSimilarity(Similarity):
         return torch.sigmoid(self.raw_gamma_d)
 
     def gammas(self) -> dict[str, float]:
-        return {"gamma_q": float(self.gamma_q), "gamma_d": float(self.gamma_d)}
+        return {"gamma_q": self.gamma_q.item(), "gamma_d": self.gamma_d.item()}
 
     def prepare(self, q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return power_normalize(q, self.gamma_q), power_normalize(d, self.gamma_d)

@@ -55,8 +55,12 @@ def bootstrap_ci(
         m = float(x.mean()) if x.size else float("nan")
         return m, m
     res = _st.bootstrap(
-        (x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-        method="percentile", rng=np.random.default_rng(seed),
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
     )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 

@@ -30,7 +30,8 @@ class FamilySpec:
       few-shot's squared-Euclidean baseline).
     - ``grid_axes``: extra axes a params file may sweep besides variant and seed.
     - ``metrics``: metrics the report tabulates (higher is better), ``primary_metric`` the one used
-      for significance tests and the symmetry verdict; ``metric_scale`` multiplies them for display.
+      for significance tests and the symmetry verdict (a dict task -> metric when tasks differ);
+      ``metric_scale`` multiplies them for display.
     - ``validate(params)``: family-specific checks of one grid point's parameters (known dataset,
       existing file, ...), raising ValueError with one clear message, called before any compute.
     - ``report(records)``: optional extra report content (figures, matrices) from the records frame.
@@ -42,7 +43,7 @@ class FamilySpec:
     title: str
     notebook: str
     tasks: dict[str, TaskSymmetry]
-    primary_metric: str
+    primary_metric: str | dict[str, str]
     metrics: tuple[str, ...]
     task_axis: str | None = None
     variants: tuple[str, ...] = VARIANTS
@@ -61,6 +62,11 @@ class FamilySpec:
 
     def symmetry_of(self, params: dict[str, Any]) -> TaskSymmetry:
         return self.tasks[self.task_of(params)]
+
+    def primary_metric_of(self, params: dict[str, Any]) -> str:
+        if isinstance(self.primary_metric, dict):
+            return self.primary_metric[self.task_of(params)]
+        return self.primary_metric
 
 
 _REGISTRY: dict[str, FamilySpec] | None = None

@@ -1,0 +1,119 @@
+"""The ``embsym`` command: run grids, collate the report, list what exists."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .families import UnknownFamilyError, registry
+from .params import PARAMS_DIR, ParamError, available_profiles, expand, parse_override
+from .runner import DEFAULT_OUTPUTS, print_progress, run_grid
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embsym", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a family's grid (variant x seed x axes) with papermill")
+    r.add_argument("family", help="a family name, or 'all' for every family")
+    r.add_argument("--profile", default="offline", help="parameter set under params/ (default: offline)")
+    r.add_argument("--variants", nargs="+", help="restrict to these variants")
+    r.add_argument("--seeds", nargs="+", type=int, help="restrict to these seeds")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a notebook parameter (YAML value), repeatable",
+    )
+    r.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS, help="outputs directory")
+    r.add_argument("--params-dir", type=Path, default=PARAMS_DIR, help=argparse.SUPPRESS)
+    r.add_argument("--jobs", type=int, default=1, help="grid points run at once (default 1)")
+    r.add_argument("--dry-run", action="store_true", help="validate and list the grid points only")
+
+    c = sub.add_parser(
+        "collate", help="collate every record into outputs/results.ipynb and outputs/report.html"
+    )
+    c.add_argument("--profile", default="offline")
+    c.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
+
+    ls = sub.add_parser("list", help="families, profiles and what has run")
+    ls.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
+    return p
+
+
+def _cmd_run(args) -> int:
+    families = list(registry()) if args.family == "all" else [args.family]
+    overrides = dict(parse_override(o) for o in args.overrides)
+    if args.jobs < 1:
+        raise ParamError(f"--jobs must be >= 1, got {args.jobs}")
+    # Validate every grid point of every family before any compute.
+    points = []
+    for fam in families:
+        fam_overrides = overrides
+        if args.family == "all" and overrides:
+            raise ParamError("--set applies to one family; run families one at a time to override parameters")
+        points += expand(fam, args.profile, args.variants, args.seeds, fam_overrides, args.params_dir)
+    print(
+        f"embsym: {len(points)} grid point(s) in {', '.join(families)} (profile {args.profile}) -> {args.outputs}"
+    )
+    if args.dry_run:
+        for p in points:
+            print(f"  {p.label}  [{p.run_id}]")
+        return 0
+    try:
+        results = run_grid(points, args.outputs, jobs=args.jobs, on_result=print_progress)
+    except KeyboardInterrupt:
+        print("\nembsym: interrupted; completed runs are kept and will be skipped next time", file=sys.stderr)
+        return 130
+    counts = Counter(r.status for r in results)
+    print("embsym: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(
+            f"  failed: {r.point.label}: {r.error}\n    notebook: {r.run_dir / (r.point.family + '.ipynb')}",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
+def _cmd_collate(args) -> int:
+    from .collate import render_report
+
+    html = render_report(args.outputs, args.profile)
+    print(f"embsym: report written to {html}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from .collate import load_records
+
+    print("families:")
+    for name, spec in registry().items():
+        tasks = ", ".join(f"{t} ({s.verdict})" for t, s in spec.tasks.items())
+        print(f"  {name:10s} {spec.title} — tasks: {tasks}")
+    print("profiles: " + ", ".join(available_profiles()))
+    df = load_records(args.outputs, complete_only=False)
+    if df.empty:
+        print(f"records: none under {args.outputs}")
+    else:
+        print("records:")
+        for (fam, prof, status), n in df.groupby(["family", "profile", "status"]).size().items():
+            print(f"  {fam:10s} {prof:8s} {status:11s} {n}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _cmd_run, "collate": _cmd_collate, "list": _cmd_list}[args.command](args)
+    except (ParamError, UnknownFamilyError, ValueError, FileNotFoundError) as e:
+        print(f"embsym: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

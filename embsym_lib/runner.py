@@ -1,0 +1,159 @@
+"""Execute grid points: each one a papermill run of its family notebook into outputs/<family>/<run_id>/.
+
+- A grid point whose ``record.json`` says ``complete`` is skipped (resume after a crash or Ctrl-C).
+- A failing run is recorded as ``failed`` (its executed notebook is kept) and the others go on.
+- Ctrl-C marks the run in progress ``interrupted`` and stops; completed records are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import records
+from .families import get_family
+from .params import GridPoint, notebook_path
+
+DEFAULT_OUTPUTS = records.PROJECT_ROOT / "outputs"
+
+
+@dataclass
+class RunResult:
+    point: GridPoint
+    status: str  # complete | skipped | failed | interrupted
+    run_dir: Path
+    record: dict[str, Any] | None
+    error: str | None = None
+    wall_time_s: float = 0.0
+
+
+def _kernel_environment(profile: str) -> None:
+    # The notebook kernel must be this environment's Python, even when the venv is not activated.
+    bindir = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    if profile == "offline":
+        # The offline profile must never reach a model hub, even by accident.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def run_point(
+    point: GridPoint, outputs_dir: Path = DEFAULT_OUTPUTS, execution_timeout: int | None = None
+) -> RunResult:
+    """Run one grid point (or skip it if already complete)."""
+    import papermill as pm
+
+    run_dir = Path(outputs_dir) / point.family / point.run_id
+    existing = records.read_record(run_dir)
+    if existing is not None and existing.get("status") == "complete":
+        return RunResult(point, "skipped", run_dir, existing)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _kernel_environment(point.profile)
+    params = {**point.params, "run_dir": str(run_dir)}
+    spec = get_family(point.family)
+    t0 = time.perf_counter()
+    started = records.now_iso()
+    error: str | None = None
+    try:
+        pm.execute_notebook(
+            str(notebook_path(spec)),
+            str(run_dir / f"{point.family}.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(notebook_path(spec).parent),
+            execution_timeout=execution_timeout,
+        )
+    except KeyboardInterrupt:
+        _mark_unfinished(run_dir, point, params, "interrupted", "interrupted by the user", started, t0)
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of one run must not stop the sweep
+        error = _describe(e)
+    wall = time.perf_counter() - t0
+    record = records.read_record(run_dir)
+    if error is None and (record is None or record.get("status") != "complete"):
+        error = "the notebook finished without writing a complete record (run.finish was not reached)"
+    if error is not None:
+        record = _mark_unfinished(run_dir, point, params, "failed", error, started, t0)
+        return RunResult(point, "failed", run_dir, record, error, wall)
+    record = records.update_record(run_dir, runner_wall_time_s=wall, profile=point.profile)
+    return RunResult(point, "complete", run_dir, record, None, wall)
+
+
+def _describe(e: Exception) -> str:
+    name = type(e).__name__
+    if name == "PapermillExecutionError":
+        return f"{e.ename}: {e.evalue}"
+    return "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
+def _mark_unfinished(run_dir, point, params, status, error, started, t0) -> dict[str, Any]:
+    """Keep whatever the notebook recorded (curves, partial metrics), flag status and error."""
+    record = records.read_record(run_dir)
+    wall = time.perf_counter() - t0
+    if record is None:
+        return records.write_record(
+            run_dir,
+            family=point.family,
+            params=params,
+            status=status,
+            error=error,
+            started=started,
+            wall_time_s=wall,
+        )
+    return records.update_record(run_dir, status=status, error=error, runner_wall_time_s=wall)
+
+
+def run_grid(
+    points: Sequence[GridPoint],
+    outputs_dir: Path = DEFAULT_OUTPUTS,
+    jobs: int = 1,
+    on_result: Callable[[int, int, RunResult], None] | None = None,
+    execution_timeout: int | None = None,
+) -> list[RunResult]:
+    """Run every grid point (``jobs`` at a time); returns one RunResult per point, in order."""
+    results: list[RunResult | None] = [None] * len(points)
+    lock = threading.Lock()
+    done = 0
+
+    def report(i: int, res: RunResult) -> None:
+        nonlocal done
+        with lock:
+            done += 1
+            results[i] = res
+            if on_result:
+                on_result(done, len(points), res)
+
+    if jobs <= 1:
+        for i, p in enumerate(points):
+            report(i, run_point(p, outputs_dir, execution_timeout))
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {
+                pool.submit(run_point, p, outputs_dir, execution_timeout): i for i, p in enumerate(points)
+            }
+            for fut in as_completed(futures):
+                report(futures[fut], fut.result())
+    return [r for r in results if r is not None]
+
+
+def print_progress(done: int, total: int, res: RunResult) -> None:
+    primary = get_family(res.point.family).primary_metric_of(res.point.params)
+    metric = (res.record or {}).get("metrics", {}).get(primary)
+    detail = {
+        "complete": f"{res.wall_time_s:.1f}s"
+        + (f"  {primary}={metric:.4f}" if isinstance(metric, float) else ""),
+        "skipped": "already complete",
+        "failed": f"FAILED: {res.error}",
+    }.get(res.status, res.status)
+    print(f"[{done}/{total}] {res.point.label}: {detail}", flush=True)

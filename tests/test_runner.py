@@ -1,0 +1,75 @@
+import json
+
+import nbformat
+import pytest
+
+from embsym_lib import cli
+from embsym_lib.params import expand
+from embsym_lib.runner import run_grid
+
+
+@pytest.mark.slow
+def test_resume_and_failure_isolation(dummy_family, tmp_path):
+    _, params_dir = dummy_family
+    outputs = tmp_path / "out"
+    points = expand("dummy", "offline", params_dir=params_dir)
+    assert len(points) == 4
+    # One grid point fails; the others must complete.
+    failing = expand(
+        "dummy", "offline", variants=["dot"], seeds=[5], overrides={"fail": True}, params_dir=params_dir
+    )
+    results = run_grid([points[0], *failing, points[1]], outputs)
+    assert [r.status for r in results] == ["complete", "failed", "complete"]
+    assert "fails on purpose" in results[1].error
+    failed_record = json.loads((results[1].run_dir / "record.json").read_text())
+    assert failed_record["status"] == "failed" and "fails on purpose" in failed_record["error"]
+    assert (results[1].run_dir / "dummy.ipynb").exists(), "the failed executed notebook is kept"
+    assert results[0].record["metrics"] == {"score": 2.0}
+    assert results[0].record["runner_wall_time_s"] > 0
+    # Resume: completed points are skipped, the rest run.
+    before = (results[0].run_dir / "record.json").read_text()
+    again = run_grid(points, outputs)
+    assert [r.status for r in again] == ["skipped", "skipped", "complete", "complete"]
+    assert (results[0].run_dir / "record.json").read_text() == before
+
+
+def test_cli_rejects_bad_input_before_any_compute(tmp_path, capsys):
+    outputs = tmp_path / "out"
+    for argv, message in [
+        (["run", "nope"], "unknown family 'nope'"),
+        (["run", "synthetic", "--variants", "cosin"], "unknown similarity variant 'cosin'"),
+        (["run", "synthetic", "--profile", "huge"], "unknown profile 'huge'"),
+        (["run", "synthetic", "--set", "epochs=two"], "parameter 'epochs' must be int"),
+        (["run", "synthetic", "--set", "n_docs=3"], "n_relevant (5) must be smaller than n_docs (3)"),
+        (["run", "synthetic", "--jobs", "0"], "--jobs must be >= 1"),
+    ]:
+        assert cli.main([*argv, "--outputs", str(outputs)]) == 2
+        assert message in capsys.readouterr().err
+    assert not outputs.exists(), "nothing may be computed or written on bad input"
+
+
+def test_cli_dry_run_and_list(capsys, tmp_path):
+    assert cli.main(["run", "synthetic", "--dry-run", "--variants", "dot", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "3 grid point(s)" in out and "task=symmetric variant=dot seed=0" in out
+    assert cli.main(["list", "--outputs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "offline" in out and "records: none" in out
+
+
+def test_every_notebook_is_committed_without_outputs_and_declares_its_parameters():
+    from embsym_lib.families import registry
+    from embsym_lib.params import NOTEBOOKS_DIR, notebook_defaults
+
+    paths = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+    assert {p.name for p in paths} >= {"results.ipynb", *(s.notebook for s in registry().values())}
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        assert nb.metadata.get("kernelspec", {}).get("name") == "python3", path
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+    for spec in registry().values():
+        defaults = notebook_defaults(NOTEBOOKS_DIR / spec.notebook)
+        assert {"variant", "seed", "profile", "run_dir"} <= set(defaults), spec.name
+        assert defaults["profile"] == "offline"

@@ -1,0 +1,78 @@
+import math
+
+import pytest
+import torch
+
+from embsym_lib import testbed
+from embsym_lib.collate import load_records, render_report, rule_check
+from embsym_lib.families import get_family
+from embsym_lib.params import expand
+from embsym_lib.runner import run_grid
+
+TINY = {"n_docs": 300, "n_train": 512, "n_test": 100, "n_heldout": 128, "epochs": 2, "batch_size": 64}
+
+
+def test_tasks_are_deterministic_and_carry_their_ground_truth():
+    a, b = (
+        testbed.make_asymmetric_task(n_docs=300, n_train=256, n_test=50),
+        testbed.make_asymmetric_task(n_docs=300, n_train=256, n_test=50),
+    )
+    assert torch.equal(a.doc_x, b.doc_x) and torch.equal(a.train_pos, b.train_pos)
+    assert a.test_relevant == b.test_relevant
+    # Relevance favours high-quality documents: relevant documents have higher mean quality.
+    rel = {j for docs in a.test_relevant for j in docs}
+    quality = a.doc_quality
+    assert quality[list(rel)].mean() > quality.mean() + 0.3
+    s = testbed.make_symmetric_task(n_train=256, n_test=128)
+    assert torch.equal(s.test_a, testbed.make_symmetric_task(n_train=256, n_test=128).test_a)
+    assert s.train_y.min() >= -1 and s.train_y.max() <= 1
+
+
+def test_scale_matching_equalizes_the_mean_magnitude_factor():
+    q, d = torch.randn(8, 4) * 5, torch.randn(8, 4) * 3
+    for variant in ("cosine", "dot", "qnorm", "dnorm"):
+        from embsym_lib.similarity import make_similarity
+
+        scores = testbed.ScaleMatched(make_similarity(variant)).pairwise(q, d)
+        unit = make_similarity("cosine").pairwise(q, d)
+        # Same directions: the matched scores are cosine times a relative magnitude with batch mean 1.
+        ratio = scores / unit
+        assert ratio.mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_ranking_metrics_against_hand_computed_values():
+    scores = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
+    out = testbed.ranking_metrics(scores, [[0], [0]])
+    assert out["mrr@10"] == pytest.approx((1 + 1 / 3) / 2)
+    assert out["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4)) / 2)
+    assert out["recall@100"] == 1.0
+
+
+@pytest.mark.slow
+def test_synthetic_notebook_end_to_end_and_report(tmp_path):
+    points = [
+        p
+        for p in expand("synthetic", "offline", variants=["cosine", "qnorm"], seeds=[0, 1], overrides=TINY)
+        if p.params["task"] != "ablation"
+    ]
+    results = run_grid(points, tmp_path)
+    assert [r.status for r in results] == ["complete"] * len(points), [r.error for r in results]
+    for r in results:
+        m = r.record["metrics"]
+        key = "spearman" if r.point.params["task"] == "symmetric" else "ndcg@10"
+        assert 0.0 <= m[key] <= 1.0 and math.isfinite(m[key])
+        assert r.record["params"]["epochs"] == 2 and r.record["seed"] in (0, 1)
+        assert r.record["git"]["commit"] and r.record["versions"]["torch"]
+        if r.point.params["task"] == "asymmetric":
+            assert m["fisher_kappa_qnorm"] >= 1 and len(r.record["curves"]["val_ndcg@10"]["y"]) == 2
+            # Document norms carry nothing under a normalized document side.
+            assert (m["ndcg@10_drop_norm_shuffled"] == 0.0) == (r.point.params["variant"] == "cosine")
+    df = load_records(tmp_path, profile="offline")
+    assert len(df) == len(points)
+    verdict = rule_check(get_family("synthetic"), df)
+    assert set(verdict["task"]) == {"asymmetric", "symmetric"}
+    assert verdict["rule"].str.match(r"(supported|contradicted)").all()
+    html = render_report(tmp_path).read_text()
+    assert "Controlled synthetic testbed" in html and "Does the functional-symmetry rule" in html
+    assert "report section failed" not in html
+    assert "data:image/png;base64" in html, "figures are embedded"
