@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .families import UnknownFamilyError, registry
 from .params import PARAMS_DIR, ParamError, available_profiles, expand, parse_override
-from .runner import DEFAULT_OUTPUTS, print_progress, run_grid
+from .runner import DEFAULT_OUTPUTS, print_progress, run_grid, run_grid_ray
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS, help="outputs directory")
     r.add_argument("--params-dir", type=Path, default=PARAMS_DIR, help=argparse.SUPPRESS)
-    r.add_argument("--jobs", type=int, default=1, help="grid points run at once (default 1)")
+    r.add_argument("--jobs", type=int, default=1, help="grid points run at once, local backend (default 1)")
+    r.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local process pool (default) or Ray tasks requesting each profile's resources",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address ('auto', 'ray://host:10001'); default: start a local Ray instance",
+    )
     r.add_argument("--dry-run", action="store_true", help="validate and list the grid points only")
 
     c = sub.add_parser(
@@ -64,8 +75,13 @@ def _cmd_run(args) -> int:
         for p in points:
             print(f"  {p.label}  [{p.run_id}]")
         return 0
+    if args.address and args.backend != "ray":
+        raise ParamError("--address needs --backend ray")
     try:
-        results = run_grid(points, args.outputs, jobs=args.jobs, on_result=print_progress)
+        if args.backend == "ray":
+            results = run_grid_ray(points, args.outputs, address=args.address, on_result=print_progress)
+        else:
+            results = run_grid(points, args.outputs, jobs=args.jobs, on_result=print_progress)
     except KeyboardInterrupt:
         print("\nembsym: interrupted; completed runs are kept and will be skipped next time", file=sys.stderr)
         return 130

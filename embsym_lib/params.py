@@ -50,6 +50,7 @@ class GridPoint:
     axes: dict[str, Any]
     run_id: str
     resources: dict[str, Any] = field(default_factory=dict)
+    notebook: str = ""  # resolved at expansion, so a worker process needs no family registry
 
     @property
     def label(self) -> str:
@@ -257,7 +258,17 @@ def expand(
                     where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
                 )
                 rid = run_id_for(profile, axes, params)
-                points.append(GridPoint(family, profile, params, axes, rid, dict(raw.get("resources") or {})))
+                points.append(
+                    GridPoint(
+                        family,
+                        profile,
+                        params,
+                        axes,
+                        rid,
+                        dict(raw.get("resources") or {}),
+                        str(notebook_path(spec)),
+                    )
+                )
     return points
 
 

@@ -88,6 +88,22 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def peak_memory() -> dict[str, float | None]:
+    """Peak resident memory of this process (the notebook kernel) and peak CUDA memory, in MiB."""
+    import resource
+
+    out: dict[str, float | None] = {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    try:
+        import torch
+
+        out["cuda_peak_mib"] = (
+            torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        )
+    except ImportError:
+        out["cuda_peak_mib"] = None
+    return out
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -171,6 +187,7 @@ def write_record(
         "versions": package_versions(),
         "git": git_commit(),
         "device": device_info(),
+        "memory": peak_memory(),
         "argv": sys.argv[:1],
     }
     atomic_write_json(Path(run_dir) / RECORD_NAME, record)

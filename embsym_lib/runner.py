@@ -20,7 +20,7 @@ from typing import Any
 
 from . import records
 from .families import get_family
-from .params import GridPoint, notebook_path
+from .params import GridPoint
 
 DEFAULT_OUTPUTS = records.PROJECT_ROOT / "outputs"
 
@@ -60,18 +60,18 @@ def run_point(
     run_dir.mkdir(parents=True, exist_ok=True)
     _kernel_environment(point.profile)
     params = {**point.params, "run_dir": str(run_dir)}
-    spec = get_family(point.family)
+    notebook = Path(point.notebook)
     t0 = time.perf_counter()
     started = records.now_iso()
     error: str | None = None
     try:
         pm.execute_notebook(
-            str(notebook_path(spec)),
+            str(notebook),
             str(run_dir / f"{point.family}.ipynb"),
             parameters=params,
             kernel_name="python3",
             progress_bar=False,
-            cwd=str(notebook_path(spec).parent),
+            cwd=str(notebook.parent),
             execution_timeout=execution_timeout,
         )
     except KeyboardInterrupt:
@@ -144,6 +144,66 @@ def run_grid(
             }
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())
+    return [r for r in results if r is not None]
+
+
+def run_grid_ray(
+    points: Sequence[GridPoint],
+    outputs_dir: Path = DEFAULT_OUTPUTS,
+    address: str | None = None,
+    on_result: Callable[[int, int, RunResult], None] | None = None,
+    execution_timeout: int | None = None,
+) -> list[RunResult]:
+    """Run every grid point as a Ray task that requests the CPUs/GPUs its profile declares
+    (``resources: {cpus: N, gpus: M}`` in the params file).
+
+    ``address=None`` starts a local Ray instance (and stops it afterwards); otherwise connects to an
+    existing cluster (``"auto"`` or ``"ray://host:10001"``). Every node must have this environment
+    installed and see ``outputs_dir`` (a shared filesystem on a multi-node cluster): records are
+    written by the workers, exactly as by the local backend, so resume and failure isolation are the same.
+    """
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    task = ray.remote(max_retries=0)(run_point)
+    results: list[RunResult | None] = [None] * len(points)
+    refs = {}
+    for i, p in enumerate(points):
+        options = {
+            "num_cpus": float(p.resources.get("cpus", 1)),
+            "num_gpus": float(p.resources.get("gpus", 0)),
+        }
+        refs[task.options(**options).remote(p, Path(outputs_dir), execution_timeout)] = i
+    pending, done_count = list(refs), 0
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                i = refs[ref]
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a lost worker fails one point, not the sweep
+                    point = points[i]
+                    res = RunResult(
+                        point,
+                        "failed",
+                        Path(outputs_dir) / point.family / point.run_id,
+                        None,
+                        f"ray task failed: {type(e).__name__}: {e}",
+                    )
+                results[i] = res
+                done_count += 1
+                if on_result:
+                    on_result(done_count, len(points), res)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
     return [r for r in results if r is not None]
 
 

@@ -31,30 +31,20 @@ import torch
 from scipy import stats as st
 from torch import nn
 
+from .ir_metrics import evaluate_run, to_run
 from .similarity import NORMALIZED_SIDES, LearnableSimilarity, Similarity, make_similarity
 
 TASKS = ("asymmetric", "symmetric", "ablation")
 
 
 def ranking_metrics(scores: torch.Tensor, relevant: list[list[int]], depth: int = 100) -> dict[str, float]:
-    """nDCG@10, MRR@10 and Recall@100 by pytrec_eval over each query's top-``depth`` candidates."""
-    import pytrec_eval
-
-    top = scores.topk(min(depth, scores.shape[1]), dim=1)
-    run = {
-        str(i): {str(j): float(v) for j, v in zip(idx.tolist(), val.tolist(), strict=True)}
-        for i, (idx, val) in enumerate(zip(top.indices, top.values, strict=True))
-    }
+    """nDCG@10, MRR@10 and Recall@100 (pytrec_eval, via ``ir_metrics``) over each query's top ``depth``."""
+    top_scores, top_idx = scores.topk(min(depth, scores.shape[1]), dim=1)
+    query_ids = [str(i) for i in range(scores.shape[0])]
+    doc_ids = [str(j) for j in range(scores.shape[1])]
     qrels = {str(i): {str(j): 1 for j in docs} for i, docs in enumerate(relevant)}
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recip_rank", "recall.100"})
-    per_query = evaluator.evaluate(run)
-    # pytrec_eval's recip_rank is over the whole run; MRR@10 cuts it at rank 10.
-    mrr10 = [r["recip_rank"] if r["recip_rank"] >= 0.1 else 0.0 for r in per_query.values()]
-    return {
-        "ndcg@10": float(np.mean([r["ndcg_cut_10"] for r in per_query.values()])),
-        "mrr@10": float(np.mean(mrr10)),
-        "recall@100": float(np.mean([r["recall_100"] for r in per_query.values()])),
-    }
+    out = evaluate_run(qrels, to_run(query_ids, doc_ids, top_scores, top_idx))
+    return {"ndcg@10": out["ndcg10"], "mrr@10": out["mrr10"], "recall@100": out["recall100"]}
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -73,3 +73,26 @@ def test_every_notebook_is_committed_without_outputs_and_declares_its_parameters
         defaults = notebook_defaults(NOTEBOOKS_DIR / spec.notebook)
         assert {"variant", "seed", "profile", "run_dir"} <= set(defaults), spec.name
         assert defaults["profile"] == "offline"
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_two_families_with_resume_and_failure_isolation(dummy_family, tmp_path):
+    from embsym_lib.runner import run_grid_ray
+
+    _, params_dir = dummy_family
+    outputs = tmp_path / "out"
+    dummy = expand("dummy", "offline", seeds=[0], params_dir=params_dir)
+    failing = expand(
+        "dummy", "offline", variants=["dot"], seeds=[7], overrides={"fail": True}, params_dir=params_dir
+    )
+    tiny = {"n_docs": 200, "n_train": 256, "n_test": 50, "n_heldout": 64, "epochs": 1, "batch_size": 64}
+    synthetic = expand(
+        "synthetic", "offline", variants=["dot"], seeds=[0], overrides={**tiny, "task": "symmetric"}
+    )
+    points = [*dummy, *failing, *synthetic]
+    results = run_grid_ray(points, outputs)
+    assert [r.status for r in results] == ["complete", "complete", "failed", "complete"]
+    assert "fails on purpose" in results[2].error
+    assert results[3].record["family"] == "synthetic" and results[3].record["metrics"]["spearman"] > -1
+    again = run_grid_ray(points, outputs)
+    assert [r.status for r in again] == ["skipped", "skipped", "failed", "skipped"]

@@ -11,7 +11,9 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-PIP="$VENV/bin/python -m pip"
+# This machine's pip configuration names local mirrors that may be absent; drop pip's warnings about them.
+pip_run() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+PIP=pip_run
 if [ -f "$VENV/.embsym-env-ok" ] && cmp -s "$VENV/.embsym-env-ok" <(cat requirements.txt constraints.txt tools/install_env.sh pyproject.toml 2>/dev/null); then
   exit 0
 fi
