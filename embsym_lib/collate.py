@@ -13,6 +13,7 @@ from . import records, stats
 from .families import FamilySpec, registry
 from .params import NOTEBOOKS_DIR
 
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 BASE_COLUMNS = ["family", "profile", "run_id", "variant", "seed", "status", "wall_time_s", "finished"]
 
 
@@ -192,7 +193,13 @@ def render_report(outputs_dir: Path, profile: str = "offline") -> Path:
         progress_bar=False,
         cwd=str(NOTEBOOKS_DIR),
     )
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        template_name="embsym",
+        extra_template_basedirs=[str(TEMPLATES)],
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     body, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     html = outputs_dir / "report.html"
     tmp = html.with_suffix(".html.tmp")

@@ -4,12 +4,8 @@ import pytest
 import torch
 
 from embsym_lib import testbed
-from embsym_lib.collate import load_records, render_report, rule_check
+from embsym_lib.collate import load_records, rule_check
 from embsym_lib.families import get_family
-from embsym_lib.params import expand
-from embsym_lib.runner import run_grid
-
-TINY = {"n_docs": 300, "n_train": 512, "n_test": 100, "n_heldout": 128, "epochs": 2, "batch_size": 64}
 
 
 def test_tasks_are_deterministic_and_carry_their_ground_truth():
@@ -49,13 +45,8 @@ def test_ranking_metrics_against_hand_computed_values():
 
 
 @pytest.mark.slow
-def test_synthetic_notebook_end_to_end_and_report(tmp_path):
-    points = [
-        p
-        for p in expand("synthetic", "offline", variants=["cosine", "qnorm"], seeds=[0, 1], overrides=TINY)
-        if p.params["task"] != "ablation"
-    ]
-    results = run_grid(points, tmp_path)
+def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
+    points, results = synthetic_runs["points"], synthetic_runs["results"]
     assert [r.status for r in results] == ["complete"] * len(points), [r.error for r in results]
     for r in results:
         m = r.record["metrics"]
@@ -63,16 +54,17 @@ def test_synthetic_notebook_end_to_end_and_report(tmp_path):
         assert 0.0 <= m[key] <= 1.0 and math.isfinite(m[key])
         assert r.record["params"]["epochs"] == 2 and r.record["seed"] in (0, 1)
         assert r.record["git"]["commit"] and r.record["versions"]["torch"]
+        assert r.record["memory"]["peak_rss_mib"] > 0
         if r.point.params["task"] == "asymmetric":
             assert m["fisher_kappa_qnorm"] >= 1 and len(r.record["curves"]["val_ndcg@10"]["y"]) == 2
             # Document norms carry nothing under a normalized document side.
             assert (m["ndcg@10_drop_norm_shuffled"] == 0.0) == (r.point.params["variant"] == "cosine")
-    df = load_records(tmp_path, profile="offline")
+    df = load_records(synthetic_runs["outputs"], profile="offline")
     assert len(df) == len(points)
     verdict = rule_check(get_family("synthetic"), df)
     assert set(verdict["task"]) == {"asymmetric", "symmetric"}
     assert verdict["rule"].str.match(r"(supported|contradicted)").all()
-    html = render_report(tmp_path).read_text()
+    html = synthetic_runs["report"].read_text()
     assert "Controlled synthetic testbed" in html and "Does the functional-symmetry rule" in html
     assert "report section failed" not in html
     assert "data:image/png;base64" in html, "figures are embedded"

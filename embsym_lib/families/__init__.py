@@ -72,22 +72,32 @@ class FamilySpec:
 _REGISTRY: dict[str, FamilySpec] | None = None
 
 
+def family_names() -> list[str]:
+    """Every family module (its name is the family's name), found without importing any."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def _load(module_name: str) -> FamilySpec:
+    spec = getattr(importlib.import_module(f"{__name__}.{module_name}"), "SPEC", None)
+    if not isinstance(spec, FamilySpec) or spec.name != module_name:
+        raise TypeError(
+            f"embsym_lib/families/{module_name}.py must define SPEC = FamilySpec(name={module_name!r}, ...)"
+        )
+    return spec
+
+
 def registry() -> dict[str, FamilySpec]:
+    """All families, by name (imports every family module: use ``get_family`` for one)."""
     global _REGISTRY
     if _REGISTRY is None:
-        found: dict[str, FamilySpec] = {}
-        for mod in pkgutil.iter_modules(__path__):
-            if mod.name.startswith("_"):
-                continue
-            spec = getattr(importlib.import_module(f"{__name__}.{mod.name}"), "SPEC", None)
-            if isinstance(spec, FamilySpec):
-                found[spec.name] = spec
-        _REGISTRY = dict(sorted(found.items()))
+        _REGISTRY = {name: _load(name) for name in family_names()}
     return _REGISTRY
 
 
 def get_family(name: str) -> FamilySpec:
-    families = registry()
-    if name not in families:
-        raise UnknownFamilyError(f"unknown family {name!r}; valid families are: {', '.join(families)}")
-    return families[name]
+    """One family's spec, importing only its module (a notebook kernel needs no other family)."""
+    if _REGISTRY is not None and name in _REGISTRY:
+        return _REGISTRY[name]
+    if not isinstance(name, str) or name not in family_names():
+        raise UnknownFamilyError(f"unknown family {name!r}; valid families are: {', '.join(family_names())}")
+    return _load(name)
