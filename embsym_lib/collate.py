@@ -52,6 +52,9 @@ def load_records(outputs_dir: Path, complete_only: bool = True, profile: str | N
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=BASE_COLUMNS)
+    # Keep grid-axis values as recorded: a family without an axis must not turn another's ints to floats.
+    for axis in {a for spec in families.values() for a in spec.grid_axes} & set(df.columns):
+        df[axis] = pd.Series([row.get(axis) for row in rows], dtype=object, index=df.index)
     df = df.sort_values("finished").drop_duplicates(
         ["family", "profile", "axes_key", "variant", "seed", "status"], keep="last"
     )

@@ -1,0 +1,307 @@
+"""Few-shot family: the ProtoNet scoring hook, episodes, generated glyphs, paper-profile loaders, validation, report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from embsym_lib.adapters import learn2learn as adapter
+from embsym_lib.data import fewshot as data
+from embsym_lib.families import get_family
+from embsym_lib.families.fewshot import ARMS, CROSS_ARMS, comparison_table
+from embsym_lib.params import ParamError, expand, validate_point
+from embsym_lib.similarity import FIXED_VARIANTS, LearnableSimilarity, pairwise
+
+matplotlib.use("Agg")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fewshot"
+SPEC = get_family("fewshot")
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+@pytest.mark.parametrize("variant", FIXED_VARIANTS)
+def test_scorer_equals_library_similarity_times_scale(variant):
+    gen = torch.Generator().manual_seed(0)
+    q, p = torch.randn(7, 16, generator=gen) * 3, torch.randn(5, 16, generator=gen) * 0.5
+    scorer = adapter.PrototypeScorer(variant, scale=7.5)
+    torch.testing.assert_close(scorer(q, p), 7.5 * pairwise(q, p, variant))
+
+
+def test_learn_scorer_is_a_trainable_learnable_similarity():
+    gen = torch.Generator().manual_seed(1)
+    q, p = torch.randn(6, 8, generator=gen), torch.randn(4, 8, generator=gen)
+    scorer = adapter.PrototypeScorer("learn", scale=3.0)
+    assert isinstance(scorer.similarity, LearnableSimilarity)
+    torch.testing.assert_close(scorer(q, p), 3.0 * scorer.similarity.pairwise(q, p))
+    scorer(q, p).sum().backward()
+    assert scorer.similarity.raw_gamma_d.grad is not None
+    assert set(scorer.gammas()) == {"gamma_q", "gamma_d"}
+
+
+def test_euclidean_arm_is_negative_squared_distance():
+    gen = torch.Generator().manual_seed(2)
+    q, p = torch.randn(6, 8, generator=gen), torch.randn(4, 8, generator=gen)
+    scorer = adapter.PrototypeScorer("euclidean", scale=10.0, euclidean_scale=2.0)
+    torch.testing.assert_close(scorer(q, p), -2.0 * torch.cdist(q, p).pow(2), rtol=1e-5, atol=1e-5)
+
+
+def test_dnorm_normalizes_the_prototype_side_only():
+    gen = torch.Generator().manual_seed(3)
+    q, p = torch.randn(4, 8, generator=gen), torch.randn(3, 8, generator=gen)
+    scorer = adapter.PrototypeScorer("dnorm", scale=1.0)
+    torch.testing.assert_close(scorer(q, 5 * p), scorer(q, p))
+    torch.testing.assert_close(scorer(5 * q, p), 5 * scorer(q, p))
+    with pytest.raises(ValueError, match="unknown similarity variant"):
+        adapter.PrototypeScorer("manhattan")
+
+
+def test_prototypes_are_means_of_raw_or_normalized_support():
+    support = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 4.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    raw = adapter.class_prototypes(support, labels, 2, "raw")
+    torch.testing.assert_close(raw, torch.tensor([[1.5, 0.5], [0.0, 3.0]]))
+    normalized = adapter.class_prototypes(support, labels, 2, "normalized")
+    torch.testing.assert_close(normalized, torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+
+
+def test_learn2learn_episodes_split_into_support_and_query():
+    x = torch.arange(60, dtype=torch.float32).unsqueeze(1)
+    y = torch.arange(60) // 10
+    meta = adapter.meta_dataset(torch.utils.data.TensorDataset(x, y))
+    tasks = adapter.episode_tasks(meta, ways=3, shots=2, queries=4, num_tasks=5)
+    with adapter.seeded_python_random(0):
+        batch, labels = tasks[0]
+    support, s_labels, query, q_labels = adapter.split_episode(batch, labels, 3, 2, 4)
+    assert support.shape == (6, 1) and query.shape == (12, 1)
+    assert torch.equal(torch.bincount(s_labels), torch.tensor([2, 2, 2]))
+    assert torch.equal(torch.bincount(q_labels), torch.tensor([4, 4, 4]))
+    # An image's original class is x // 10: every remapped label must hold a single original class.
+    for label in range(3):
+        assert (
+            len(
+                set(
+                    (torch.cat([support[s_labels == label], query[q_labels == label]]) // 10)
+                    .flatten()
+                    .tolist()
+                )
+            )
+            == 1
+        )
+
+
+def test_evaluate_arms_scores_every_arm_on_the_same_episodes():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(8 * 6, 1, 28, 28, generator=gen)
+    labels = torch.arange(8).repeat_interleave(6)
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    backbone = adapter.conv4(1, hidden=8)
+    scorers = {arm: adapter.PrototypeScorer(arm) for arm in CROSS_ARMS}
+    first = adapter.evaluate_arms(backbone, dataset, scorers, 4, 1, 3, episodes=12, episode_seed=5)[
+        "accuracy"
+    ]
+    again = adapter.evaluate_arms(backbone, dataset, scorers, 4, 1, 3, episodes=12, episode_seed=5)[
+        "accuracy"
+    ]
+    for arm in CROSS_ARMS:
+        np.testing.assert_array_equal(first[arm], again[arm])
+    # For one query, dnorm ranks prototypes like cosine and qnorm like dot.
+    np.testing.assert_array_equal(first["dnorm"], first["cosine"])
+    np.testing.assert_array_equal(first["qnorm"], first["dot"])
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def test_glyph_inventory_has_many_distinct_classes():
+    inventory = data.glyph_inventory()
+    assert len(inventory) >= 120
+    assert len(set(inventory)) == len(inventory)
+
+
+def test_glyph_data_is_deterministic_and_class_disjoint():
+    a = data.load_glyphs(class_split=(4, 3, 3), samples_per_class=3, data_seed=0)
+    b = data.load_glyphs(class_split=(4, 3, 3), samples_per_class=3, data_seed=0)
+    for split in ("train", "validation", "test"):
+        torch.testing.assert_close(getattr(a, split).tensors[0], getattr(b, split).tensors[0], rtol=0, atol=0)
+    images = a.train.tensors[0]
+    assert images.shape == (12, 1, 28, 28) and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert a.sizes()["test"] == {"classes": 3, "images": 9}
+    names = a.class_names
+    assert not set(names["train"]) & set(names["validation"]) and not set(names["validation"]) & set(
+        names["test"]
+    )
+    other = data.load_glyphs(class_split=(4, 3, 3), samples_per_class=3, data_seed=1)
+    assert other.class_names != a.class_names
+
+
+def test_omniglot_fixture_loads_through_learn2learn():
+    splits = data.load("omniglot", str(FIXTURES), class_split=[2, 2, 2], data_seed=0)
+    assert splits.sizes() == {s: {"classes": 2, "images": 6} for s in ("train", "validation", "test")}
+    assert splits.rotate_classes and splits.channels == 1
+    image, label = splits.test[0]
+    assert image.shape == (1, 28, 28) and label in (0, 1)
+    assert float(image.max()) > 0.5 and float(image.mean()) < 0.5  # strokes white on black after 1 - x
+    all_names = [n for names in splits.class_names.values() for n in names]
+    assert len(set(all_names)) == 6
+    tasks = adapter.episode_tasks(
+        adapter.meta_dataset(splits.train), 2, 1, 2, num_tasks=2, rotate_classes=True
+    )
+    batch, labels = tasks[0]
+    assert batch.shape == (6, 1, 28, 28) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def test_miniimagenet_fixture_loads_through_learn2learn():
+    before = sorted(p.name for p in FIXTURES.iterdir())
+    splits = data.load("miniimagenet", str(FIXTURES))
+    assert splits.channels == 3 and splits.image_size == 84
+    assert splits.class_names["test"] == ["n01930112", "n01981276"]
+    image, label = splits.validation[3]
+    assert image.shape == (3, 84, 84) and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert label == 1
+    tasks = adapter.episode_tasks(adapter.meta_dataset(splits.test), 2, 1, 1, num_tasks=1)
+    batch, labels = tasks[0]
+    assert batch.shape == (4, 3, 84, 84)
+    assert sorted(p.name for p in FIXTURES.iterdir()) == before  # no bookkeeping files written
+
+
+def test_missing_paper_data_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="omniglot-py"):
+        data.load("omniglot", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="mini-imagenet-cache-train.pkl"):
+        data.load("miniimagenet", str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------- parameters
+
+
+def test_offline_profile_expands():
+    points = expand("fewshot", "offline")
+    assert len(points) == len(ARMS) * 3 * 2
+    assert {p.params["shots"] for p in points} == {1, 5}
+    assert {p.params["variant"] for p in points} == set(ARMS)
+
+
+def test_paper_profile_expands_on_fixture_data():
+    points = expand("fewshot", "paper", variants=["dnorm"], seeds=[0], overrides={"data_root": str(FIXTURES)})
+    assert {(p.params["dataset"], p.params["shots"]) for p in points} == {
+        (d, s) for d in ("omniglot", "miniimagenet") for s in (1, 5)
+    }
+
+
+def _offline_params(**changes):
+    params = dict(expand("fewshot", "offline", variants=["cosine"], seeds=[0])[0].params)
+    params.update(changes)
+    return params
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"dataset": "cifar"}, "unknown few-shot dataset"),
+        ({"shots": 0}, "shots must be an integer >= 1"),
+        ({"ways": 1}, "ways must be an integer >= 2"),
+        ({"class_split": [60, 20]}, "class_split must be three positive integers"),
+        ({"class_split": [60, 20, 3]}, "at least ways=5 classes"),
+        ({"class_split": [400, 100, 100]}, "glyph classes"),
+        ({"samples_per_class": 10}, "images per class"),
+        ({"prototype": "median"}, "prototype must be"),
+        ({"scale": 0.0}, "scale must be a positive number"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"dataset": "omniglot", "data_root": ""}, "needs data_root"),
+        ({"dataset": "miniimagenet", "data_root": "/nonexistent"}, "miniImageNet not found"),
+        ({"variant": "manhattan"}, "unknown similarity variant"),
+    ],
+)
+def test_bad_parameters_fail_before_compute(changes, message):
+    with pytest.raises(ParamError, match=message):
+        validate_point(SPEC, _offline_params(**changes))
+
+
+# -------------------------------------------------------------------------------------------- report
+
+
+def _synthetic_records(seeds=(0, 1, 2), arms=ARMS, shots=(1, 5)) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in shots:
+        for arm in arms:
+            for seed in seeds:
+                acc = float(np.clip(0.6 + 0.05 * (arm == "dnorm") + rng.normal(0, 0.01), 0, 1))
+                metrics = {
+                    "accuracy": acc,
+                    "accuracy_ci95": 0.01,
+                    "val_accuracy": acc,
+                    **{f"cross_{a}": acc - 0.01 * (a in ("dot", "qnorm")) for a in CROSS_ARMS},
+                }
+                if arm == "learn":
+                    metrics.update(gamma_q=0.5, gamma_d=0.51)
+                rows.append(
+                    {
+                        "family": "fewshot",
+                        "profile": "offline",
+                        "run_id": f"{s}-{arm}-{seed}",
+                        "variant": arm,
+                        "seed": seed,
+                        "status": "complete",
+                        "wall_time_s": 1.0,
+                        "shots": s,
+                        "dataset": "glyphs",
+                        **metrics,
+                        "params": {"ways": 5, "shots": s, "dataset": "glyphs"},
+                        "metrics": metrics,
+                        "curves": {},
+                        "extra": {},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_report_runs_on_full_and_partial_records(monkeypatch):
+    monkeypatch.setattr("matplotlib.pyplot.show", lambda *a, **k: None)
+    df = _synthetic_records()
+    SPEC.report(df)
+    claims = comparison_table(df)
+    assert set(claims["claim"]) == {"dnorm > cosine", "dnorm > euclidean"}
+    assert all(claims["Δ (points)"] > 0)
+    SPEC.report(_synthetic_records(seeds=(0,), arms=("cosine", "dot"), shots=(1,)))
+    SPEC.report(df.iloc[0:0])
+    partial = comparison_table(_synthetic_records(seeds=(0,), arms=("dnorm", "cosine"), shots=(5,)))
+    assert "cannot test significance" in partial["verdict"].iloc[0]
+    assert partial["verdict"].iloc[1].startswith("cannot test")
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_notebook_runs_end_to_end(tmp_path):
+    from embsym_lib.runner import run_grid
+
+    tiny = {
+        "episodes": 6,
+        "eval_every": 3,
+        "val_episodes": 5,
+        "test_episodes": 20,
+        "class_split": [6, 5, 5],
+        "queries": 3,
+        "train_queries": 2,
+        "samples_per_class": 8,
+        "hidden": 8,
+    }
+    points = expand("fewshot", "offline", variants=["learn"], seeds=[0], overrides=tiny)
+    result = run_grid(points[:1], outputs_dir=tmp_path)[0]
+    assert result.status == "complete", result.error
+    metrics = result.record["metrics"]
+    for name in ("accuracy", "val_accuracy", *(f"cross_{a}" for a in CROSS_ARMS)):
+        assert 0.0 <= metrics[name] <= 1.0
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
+    assert len(result.record["extra"]["episode_accuracy"]) == 20
