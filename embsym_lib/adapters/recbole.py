@@ -1,0 +1,334 @@
+"""RecBole adapter: the grid enters RecBole models at their scoring step, in the loss and in full-sort
+prediction; RecBole's own Config, data preparation, samplers, Trainer and evaluator do the rest.
+
+The user is the query and the item the candidate: ``s(user, item)`` with the user always first, so
+qnorm normalizes the user side and dnorm the item side.
+
+Two RecBole models are subclassed, each replacing only its inner products by ``embsym_lib.similarity``:
+
+- ``GridBPR`` (matrix factorisation, RecBole's ``BPR``): user and item embedding tables.
+- ``GridLightGCN`` (RecBole's ``LightGCN``): the propagated (layer-averaged) embeddings are scored;
+  its L2 regulariser on the ego embeddings is kept as RecBole has it.
+
+Both train with the loss named by ``grid_loss`` in the RecBole config:
+
+- ``"bpr"`` (the project's primary choice): RecBole's ``BPRLoss`` on ``alpha * s(u, i+)`` and
+  ``alpha * s(u, i-)`` with RecBole's sampled negative. It is exactly InfoNCE with one negative
+  (-log sigmoid(a - b) = -log softmax over {a, b}), the recommender default, and linear in the batch.
+- ``"infonce"``: in-batch softmax with scale alpha over the batch's positive items plus the sampled
+  negatives, ``embsym_lib.losses.info_nce`` (quadratic in the batch).
+
+RecBole 1.2.1 with today's stack needs four work-arounds, all kept here:
+
+- NumPy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which ``Config`` reads when it starts
+  (``compatibility_settings``); the aliases are restored before any RecBole module is imported.
+- torch >= 2.6 loads checkpoints with ``weights_only=True``, which refuses RecBole's pickled config:
+  we reload the best checkpoint ourselves (``load_best_checkpoint``), not through ``Trainer.evaluate``.
+- ``recbole.quick_start`` imports ray (a newer one than RecBole pins here), so it is never imported;
+  ``build_recbole`` drives Config -> create_dataset -> data_preparation -> model -> Trainer by hand.
+- LightGCN builds its normalized adjacency with SciPy's private ``dok_matrix._update``, gone from current
+  SciPy: ``GridLightGCN.get_norm_adj_mat`` builds the same matrix through COO (tested against the formula).
+
+RecBole writes its tensorboard events relative to the working directory, so ``build_recbole`` and the
+trainer run inside ``working_directory(run_dir)``; checkpoints go to run_dir/recbole_checkpoints and the
+log to run_dir/recbole.log (``attach_log_file``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ..losses import info_nce
+from ..similarity import LearnableSimilarity, Similarity, check_variant, make_similarity
+
+LOSSES: tuple[str, ...] = ("bpr", "infonce")
+
+
+def _restore_numpy_aliases() -> None:
+    """RecBole 1.2.1's ``Config.compatibility_settings`` reads aliases that NumPy 2 removed."""
+    for alias, target in {
+        "float_": np.float64,
+        "complex_": np.complex128,
+        "unicode_": np.str_,
+        "bool8": np.bool_,
+    }.items():
+        if alias not in np.__dict__:
+            setattr(np, alias, target)
+
+
+_restore_numpy_aliases()
+
+from recbole.config import Config  # noqa: E402
+from recbole.data import create_dataset, data_preparation  # noqa: E402
+from recbole.model.general_recommender import BPR, LightGCN  # noqa: E402
+from recbole.model.loss import BPRLoss  # noqa: E402
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+RECBOLE_ROOT = Path(__import__("recbole").__file__).resolve().parent
+SHIPPED_DATASETS: dict[str, Path] = {"ml-100k": RECBOLE_ROOT / "dataset_example" / "ml-100k"}
+
+
+class GridScoring:
+    """Mixin for a RecBole recommender: the grid variant, its scale and the loss, read from the config."""
+
+    def _init_grid(self, config) -> None:
+        self.similarity: Similarity = make_similarity(check_variant(config["similarity_variant"]))
+        self.score_scale = float(config["score_scale"])
+        self.grid_loss = config["grid_loss"]
+        if self.grid_loss not in LOSSES:
+            raise ValueError(f"unknown grid_loss {self.grid_loss!r}; valid losses are: {', '.join(LOSSES)}")
+        self.bpr_loss = BPRLoss()
+
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(all users, all items) exactly as they enter the score; row 0 of each is RecBole's padding."""
+        raise NotImplementedError
+
+    def grid_loss_value(self, user_e: torch.Tensor, pos_e: torch.Tensor, neg_e: torch.Tensor) -> torch.Tensor:
+        if self.grid_loss == "bpr":
+            pos = self.score_scale * self.similarity.paired(user_e, pos_e)
+            neg = self.score_scale * self.similarity.paired(user_e, neg_e)
+            return self.bpr_loss(pos, neg)
+        return info_nce(user_e, pos_e, self.similarity, scale=self.score_scale, d_neg=neg_e)
+
+    def gammas(self) -> dict[str, float]:
+        return self.similarity.gammas() if isinstance(self.similarity, LearnableSimilarity) else {}
+
+
+class GridBPR(GridScoring, BPR):
+    """RecBole's BPR (matrix factorisation) with grid scoring in the loss, ``predict`` and full sort."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._init_grid(config)
+
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_embedding.weight, self.item_embedding.weight
+
+    def calculate_loss(self, interaction):
+        user_e = self.get_user_embedding(interaction[self.USER_ID])
+        pos_e = self.get_item_embedding(interaction[self.ITEM_ID])
+        neg_e = self.get_item_embedding(interaction[self.NEG_ITEM_ID])
+        return self.grid_loss_value(user_e, pos_e, neg_e)
+
+    def predict(self, interaction):
+        user_e, item_e = self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
+        return self.similarity.paired(user_e, item_e)
+
+    def full_sort_predict(self, interaction):
+        user_e = self.get_user_embedding(interaction[self.USER_ID])
+        return self.similarity.pairwise(user_e, self.item_embedding.weight).view(-1)
+
+
+class GridLightGCN(GridScoring, LightGCN):
+    """RecBole's LightGCN with grid scoring on the propagated embeddings; the ego-embedding L2 term stays."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._init_grid(config)
+
+    def get_norm_adj_mat(self):
+        """RecBole's D^-1/2 A D^-1/2 of the user-item graph, built through COO: RecBole 1.2.1 fills a
+        ``dok_matrix`` with its private ``_update``, which current SciPy no longer has."""
+        inter = self.interaction_matrix
+        n = self.n_users + self.n_items
+        rows = np.concatenate([inter.row, inter.col + self.n_users])
+        cols = np.concatenate([inter.col + self.n_users, inter.row])
+        adj = sp.coo_matrix((np.ones(rows.size, dtype=np.float32), (rows, cols)), shape=(n, n)).tocsr()
+        adj.data[:] = 1.0  # duplicate user-item pairs count once, as in the dok construction
+        degree = np.asarray((adj > 0).sum(axis=1)).ravel() + 1e-7
+        d_inv_sqrt = sp.diags(np.power(degree, -0.5))
+        lap = sp.coo_matrix(d_inv_sqrt @ adj @ d_inv_sqrt)
+        index = torch.as_tensor(np.vstack([lap.row, lap.col]), dtype=torch.long)
+        return torch.sparse_coo_tensor(
+            index, torch.as_tensor(lap.data, dtype=torch.float32), lap.shape, check_invariants=True
+        )
+
+    def scoring_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward()
+
+    def calculate_loss(self, interaction):
+        self.restore_user_e, self.restore_item_e = None, None
+        user, pos_item, neg_item = (
+            interaction[self.USER_ID],
+            interaction[self.ITEM_ID],
+            interaction[self.NEG_ITEM_ID],
+        )
+        user_all, item_all = self.forward()
+        loss = self.grid_loss_value(user_all[user], item_all[pos_item], item_all[neg_item])
+        reg = self.reg_loss(
+            self.user_embedding(user),
+            self.item_embedding(pos_item),
+            self.item_embedding(neg_item),
+            require_pow=self.require_pow,
+        )
+        return loss + self.reg_weight * reg
+
+    def predict(self, interaction):
+        user_all, item_all = self.forward()
+        return self.similarity.paired(
+            user_all[interaction[self.USER_ID]], item_all[interaction[self.ITEM_ID]]
+        )
+
+    def full_sort_predict(self, interaction):
+        if self.restore_user_e is None or self.restore_item_e is None:
+            self.restore_user_e, self.restore_item_e = self.forward()
+        user_e = self.restore_user_e[interaction[self.USER_ID]]
+        return self.similarity.pairwise(user_e, self.restore_item_e).view(-1)
+
+
+MODELS: dict[str, type] = {"bpr": GridBPR, "lightgcn": GridLightGCN}
+
+
+def model_class(name: str) -> type:
+    if name not in MODELS:
+        raise ValueError(f"unknown recommender model {name!r}; valid models are: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+class RecordingTrainer(Trainer):
+    """RecBole's Trainer, unchanged, except that every validation result is kept with its epoch, and an
+    optional ``on_valid(model)`` callback records whatever else the run wants per epoch (norms)."""
+
+    def __init__(self, config, model, on_valid=None):
+        super().__init__(config, model)
+        self.valid_history: list[dict[str, Any]] = []
+        self.on_valid = on_valid
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        valid_score, valid_result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        entry = {"epoch": len(self.valid_history), "valid_score": float(valid_score), **dict(valid_result)}
+        if self.on_valid is not None:
+            entry.update(self.on_valid(self.model))
+        self.valid_history.append(entry)
+        return valid_score, valid_result
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[Path]:
+    """Run RecBole with ``path`` as the working directory (its log and tensorboard paths are relative)."""
+    previous = Path.cwd()
+    Path(path).mkdir(parents=True, exist_ok=True)
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(previous)
+
+
+def dataset_dir(dataset: str, data_path: str) -> Path:
+    """Where RecBole reads ``<dataset>.inter`` from: the shipped copy for ml-100k, else data_path/dataset."""
+    if dataset in SHIPPED_DATASETS:
+        return SHIPPED_DATASETS[dataset]
+    return Path(data_path).expanduser().resolve() / dataset
+
+
+def check_atomic_files(dataset: str, data_path: str) -> Path:
+    """The dataset's ``.inter`` file, or one clear error. A missing folder would make RecBole try to
+    download (and prompt on ``input()`` for large datasets), so it must exist before RecBole starts."""
+    folder = dataset_dir(dataset, data_path)
+    inter = folder / f"{dataset}.inter"
+    if not inter.is_file():
+        where = f"data_path={data_path!r}" if dataset not in SHIPPED_DATASETS else "the recbole package"
+        raise FileNotFoundError(
+            f"RecBole atomic file not found: {inter} (dataset {dataset!r}, {where}); expected "
+            f"<data_path>/{dataset}/{dataset}.inter with a header like "
+            "'user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float'"
+        )
+    return inter
+
+
+def recbole_config(
+    model: str, dataset: str, data_path: str, settings: dict[str, Any], run_dir: Path
+) -> Config:
+    """RecBole's Config for one of our models. ``settings`` are plain RecBole keys (epochs, eval_args, ...)
+    plus ours (similarity_variant, score_scale, grid_loss)."""
+    check_atomic_files(dataset, data_path)
+    run_dir = Path(run_dir).resolve()
+    config_dict = {
+        "data_path": str(Path(data_path).expanduser().resolve()) if data_path else "dataset/",
+        "checkpoint_dir": str(run_dir / "recbole_checkpoints"),
+        "use_gpu": torch.cuda.is_available(),
+        "show_progress": False,
+        "log_wandb": False,
+        "save_dataset": False,
+        "save_dataloaders": False,
+        **settings,
+    }
+    return Config(model=model_class(model), dataset=dataset, config_dict=config_dict)
+
+
+def attach_log_file(run_dir: Path, level: int = logging.INFO) -> Path:
+    """Send RecBole's log (the root logger, where its Trainer writes) to run_dir/recbole.log; a handler this
+    function attached for an earlier run is closed first, so that runs in one process never share a file."""
+    path = (Path(run_dir) / "recbole.log").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_embsym_recbole", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    handler = logging.FileHandler(path)
+    handler._embsym_recbole = True
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    return path
+
+
+@dataclass
+class RecBoleSetup:
+    config: Config
+    dataset: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: Any
+
+
+def build_recbole(
+    model: str, dataset: str, data_path: str, settings: dict[str, Any], run_dir: Path, seed: int
+) -> RecBoleSetup:
+    """Config -> create_dataset -> data_preparation -> model, as ``run_recbole`` would, with our model class."""
+    with working_directory(run_dir):
+        config = recbole_config(model, dataset, data_path, {**settings, "seed": seed}, run_dir)
+        init_seed(config["seed"], config["reproducibility"])
+        full = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, full)
+        init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+        net = model_class(model)(config, train_data.dataset).to(config["device"])
+    return RecBoleSetup(config, full, train_data, valid_data, test_data, net)
+
+
+def load_best_checkpoint(trainer: Trainer) -> None:
+    """Reload the trainer's best checkpoint (RecBole pickles its Config into it, hence weights_only=False)."""
+    checkpoint = torch.load(trainer.saved_model_file, map_location=trainer.device, weights_only=False)
+    trainer.model.load_state_dict(checkpoint["state_dict"])
+    trainer.model.load_other_parameter(checkpoint.get("other_parameter"))
+
+
+def item_popularity(train_data) -> np.ndarray:
+    """Training interaction count per item id (index 0, RecBole's padding, counts 0)."""
+    ds = train_data.dataset
+    items = ds.inter_feat[ds.iid_field].numpy()
+    return np.bincount(items, minlength=ds.item_num)
+
+
+@contextlib.contextmanager
+def scored_with(model, variant: str) -> Iterator[None]:
+    """Temporarily score ``model``'s trained embeddings with another fixed variant (cross-evaluation)."""
+    original = model.similarity
+    model.similarity = make_similarity(variant)
+    try:
+        yield
+    finally:
+        model.similarity = original
