@@ -153,6 +153,23 @@ def rule_check(spec: FamilySpec, df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def mixed_parameters(spec: FamilySpec, df: pd.DataFrame) -> dict[str, list]:
+    """Parameters that differ between runs pooled in one table (same grid axes, other values), e.g.
+    after a sweep re-run with ``--set``: name -> the distinct values. Empty when the pooling is clean."""
+    ignored = {"run_dir", "seed", "variant", "profile", *spec.grid_axes}
+    mixed: dict[str, list] = {}
+    for _, sub in _axis_groups(spec, df):
+        values: dict[str, set] = {}
+        for params in sub["params"]:
+            for k, v in params.items():
+                if k not in ignored:
+                    values.setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
+        for k, vs in values.items():
+            if len(vs) > 1:
+                mixed.setdefault(k, sorted({*mixed.get(k, []), *vs}))
+    return mixed
+
+
 def provenance(df: pd.DataFrame) -> pd.DataFrame:
     """Commits, package versions and devices behind the records, per family."""
     rows = []

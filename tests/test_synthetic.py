@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from embsym_lib import testbed
+from embsym_lib import collate, testbed
 from embsym_lib.collate import load_records, rule_check
 from embsym_lib.families import get_family
 
@@ -68,3 +68,11 @@ def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
     assert "Controlled synthetic testbed" in html and "Does the functional-symmetry rule" in html
     assert "report section failed" not in html
     assert "data:image/png;base64" in html, "figures are embedded"
+
+
+def test_collate_flags_runs_pooled_across_different_parameters(synthetic_runs):
+    df = load_records(synthetic_runs["outputs"], profile="offline")
+    spec = get_family("synthetic")
+    assert collate.mixed_parameters(spec, df) == {}
+    df.at[0, "params"] = {**df.at[0, "params"], "epochs": 99}
+    assert collate.mixed_parameters(spec, df) == {"epochs": ["2", "99"]}
