@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= offline
-JOBS ?= 1
+JOBS ?= 2
 
 .PHONY: env reproduce test lint format constraints clean-outputs
 

@@ -21,6 +21,7 @@ import ast
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,7 +180,7 @@ def run_id_for(profile: str, axes: dict[str, Any], params: dict[str, Any]) -> st
         json.dumps({k: v for k, v in params.items() if k != "run_dir"}, sort_keys=True, default=str).encode()
     ).hexdigest()[:8]
     parts = [profile, *(f"{k}={v}" for k, v in axes.items()), params["variant"], f"s{params['seed']}", digest]
-    return "-".join(str(p).replace("/", "_").replace(" ", "_") for p in parts)
+    return "-".join(re.sub(r"[^A-Za-z0-9._=+-]", "_", str(p)) for p in parts)
 
 
 def expand(

@@ -1,0 +1,282 @@
+"""STS family: the pair-score hook, the loss and evaluator, the generated pair set, the STS-B / AllNLI
+loaders (fixture files), validation, the report, and one notebook run end to end."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import pearsonr, spearmanr
+
+from embsym_lib.data import sts as data
+from embsym_lib.families import get_family, sts
+from embsym_lib.params import ParamError, expand
+from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, paired
+
+matplotlib.use("Agg")
+
+FIXTURES = "tests/fixtures/sts"
+
+
+def _pair(seed: int = 0, n: int = 12, dim: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.rand(n, 1, generator=g) * 5 + 0.5
+    return torch.randn(n, dim, generator=g) * scale, torch.randn(n, dim, generator=g) * scale
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pair_score_is_the_grid_score_scaled_per_side(variant):
+    a, b = _pair()
+    score = sts.PairScore(variant, score_scale=0.01, scale_rule="per_side")
+    unnormalized_sides = {"cosine": 0, "dot": 2, "qnorm": 1, "dnorm": 1}
+    if variant == "learn":
+        gq, gd = score.similarity.gamma_q.detach(), score.similarity.gamma_d.detach()
+        factor = (a.norm(dim=-1) ** (1 - gq)) * (b.norm(dim=-1) ** (1 - gd)) * 0.01 ** ((2 - gq - gd) / 2)
+        expected = factor * paired(a, b, "cosine")
+    else:
+        expected = 0.01 ** (unnormalized_sides[variant] / 2) * paired(a, b, variant)
+    torch.testing.assert_close(score(a, b), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", FIXED_VARIANTS)
+def test_pair_score_any_side_rule(variant):
+    a, b = _pair(1)
+    expected = paired(a, b, variant) * (1.0 if variant == "cosine" else 0.01)
+    torch.testing.assert_close(sts.PairScore(variant, 0.01, "any_side")(a, b), expected)
+
+
+def test_one_sided_variants_are_sent1norm_and_sent2norm():
+    a, b = _pair(2)
+    # Sent1Norm normalizes sentence 1 only: |s2| cos; Sent2Norm: |s1| cos. Swapping the query swaps them.
+    cos = paired(a, b, "cosine")
+    torch.testing.assert_close(paired(a, b, "qnorm"), b.norm(dim=-1) * cos)
+    torch.testing.assert_close(paired(a, b, "dnorm"), a.norm(dim=-1) * cos)
+    torch.testing.assert_close(paired(b, a, "qnorm"), paired(a, b, "dnorm"))
+    assert sts.PAPER_NAMES["qnorm"] == "Sent1Norm" and sts.PAPER_NAMES["dnorm"] == "Sent2Norm"
+
+
+def test_regression_loss_and_learnable_gammas():
+    a, b = _pair(3)
+    labels = torch.rand(a.shape[0])
+    score = sts.PairScore("learn", 0.01)
+    loss = sts.PairScoreRegressionLoss(model=None, similarity_fct=score)
+    value = loss.compute_loss_from_embeddings([a, b], labels)
+    torch.testing.assert_close(value, torch.mean((score(a, b) - labels) ** 2))
+    value.backward()
+    assert {n for n, p in loss.named_parameters() if p.grad is not None} == {
+        "similarity_fct.similarity.raw_gamma_q",
+        "similarity_fct.similarity.raw_gamma_d",
+    }
+
+
+class _StubEncoder:
+    """Stands in for a SentenceTransformer: encode() looks the embeddings up by sentence."""
+
+    def __init__(self, table):
+        self.table = table
+        self.model_card_data = None
+
+    def encode(self, sentences, **kwargs):
+        return np.stack([self.table[s] for s in sentences])
+
+
+def test_evaluator_scores_every_variant(monkeypatch):
+    a, b = _pair(4, n=30)
+    frame = pd.DataFrame(
+        {
+            "sentence1": [f"a{i}" for i in range(30)],
+            "sentence2": [f"b{i}" for i in range(30)],
+            "score": np.linspace(0, 5, 30),
+        }
+    )
+    table = {**{f"a{i}": a[i].numpy() for i in range(30)}, **{f"b{i}": b[i].numpy() for i in range(30)}}
+    evaluator = sts.make_evaluator(frame, sts.PairScore("qnorm"))
+    monkeypatch.setattr(evaluator, "store_metrics_in_model_card_data", lambda *args, **kwargs: None)
+    metrics = evaluator(_StubEncoder(table))
+    gold = frame["score"] / 5
+    for v in FIXED_VARIANTS:
+        scores = paired(a, b, v).numpy()
+        assert metrics[f"spearman_as_{v}"] == pytest.approx(spearmanr(gold, scores).statistic)
+        assert metrics[f"pearson_as_{v}"] == pytest.approx(pearsonr(gold, scores).statistic, rel=1e-5)
+    assert metrics["spearman"] == pytest.approx(metrics["spearman_as_qnorm"])
+    assert metrics["spearman_swapped"] == pytest.approx(metrics["spearman_as_dnorm"])
+
+
+def test_generated_pairs_are_deterministic_graded_and_split_by_frame():
+    first, again = (
+        data.generate_pairs(200, 50, 80, data_seed=3),
+        data.generate_pairs(200, 50, 80, data_seed=3),
+    )
+    for split in data.SPLITS:
+        pd.testing.assert_frame_equal(first[split], again[split])
+    other = data.generate_pairs(200, 50, 80, data_seed=4)
+    assert not first["train"].equals(other["train"])
+    assert [len(first[s]) for s in data.SPLITS] == [200, 50, 80]
+    scores = pd.concat(first.values())["score"]
+    assert scores.between(0, 5).all() and scores.nunique() > 10 and scores.std() > 0.8
+    sentences = {s: set(first[s]["sentence1"]) | set(first[s]["sentence2"]) for s in data.SPLITS}
+    assert not sentences["train"] & sentences["test"] and not sentences["train"] & sentences["dev"]
+
+
+def test_overlap_label_is_symmetric():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        a = {slot: rng.choice(c) for slot, c in data.LEXICON.items()}
+        b = {slot: rng.choice(c) for slot, c in data.LEXICON.items()}
+        na, nb = rng.random() < 0.3, rng.random() < 0.3
+        assert data.overlap_label(a, b, na, nb) == data.overlap_label(b, a, nb, na)
+    assert data.overlap_label(a, a) == data.MAX_SCORE
+    assert data.overlap_label(a, a, True, False) == data.MAX_SCORE - data.SLOT_WEIGHTS["verb"]
+
+
+def test_stsb_loaders_read_both_published_formats():
+    original = data.load_stsb(f"{FIXTURES}/stsb_original")
+    sbert = data.load_stsb(f"{FIXTURES}/stsb_sbert")
+    assert data.stsb_format(f"{FIXTURES}/stsb_original") == "original"
+    assert data.stsb_format(f"{FIXTURES}/stsb_sbert") == "sbert"
+    assert [len(original[s]) for s in data.SPLITS] == [6, 3, 4]
+    assert original["train"].iloc[0].tolist() == [
+        "A plane is taking off.",
+        "An air plane is taking off.",
+        5.0,
+    ]
+    # Quotes stay in the text; extra source columns are ignored.
+    assert original["train"].iloc[4]["sentence1"] == 'Obama signs "jobs" bill'
+    for split in ("dev", "test"):
+        pd.testing.assert_frame_equal(original[split], sbert[split])
+    with pytest.raises(FileNotFoundError, match="holds neither"):
+        data.stsb_format(FIXTURES)
+
+
+def test_allnli_loader_maps_labels_and_keeps_train_only():
+    nli = data.load_allnli(f"{FIXTURES}/AllNLI.tsv.gz")
+    assert len(nli) == 4
+    assert sorted(nli["score"]) == [0.0, 2.5, 2.5, 5.0]
+    assert len(data.load_allnli(f"{FIXTURES}/AllNLI.tsv.gz", max_pairs=2)) == 2
+
+
+def test_paper_profile_loads_fixtures_through_the_family():
+    points = expand(
+        "sts",
+        "paper",
+        variants=["cosine"],
+        seeds=[0],
+        overrides={"data_dir": f"{FIXTURES}/stsb_original", "nli_file": f"{FIXTURES}/AllNLI.tsv.gz"},
+    )
+    assert {p.params["encoder"] for p in points} == {"facebook/contriever", "Shitao/RetroMAE"}
+    splits = sts.load_pairs(points[0].params)
+    assert len(splits["train"]) == 6 + 4 and len(splits["test"]) == 4
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dataset": "sick"}, "unknown dataset 'sick'"),
+        ({"dataset": "stsb"}, "needs data_dir"),
+        ({"dataset": "stsb", "data_dir": "no/such/dir"}, "does not exist"),
+        ({"dataset": "stsb", "data_dir": FIXTURES}, "holds neither"),
+        ({"dataset": "stsb", "data_dir": f"{FIXTURES}/stsb_sbert", "nli_file": "nope.tsv.gz"}, "nli_file"),
+        ({"encoder": "bert-base-uncased"}, "cannot download"),
+        ({"scale_rule": "both"}, "unknown scale_rule"),
+        ({"score_scale": 0.0}, "score_scale"),
+        ({"pooling": "attention"}, "unknown pooling"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio"),
+    ],
+)
+def test_validation_errors(overrides, message):
+    with pytest.raises(ParamError, match=message):
+        expand("sts", "offline", variants=["dot"], seeds=[0], overrides=overrides)
+
+
+def test_offline_profile_expands_to_the_full_grid():
+    points = expand("sts", "offline")
+    assert len(points) == 5 * 2 * 3
+    assert {p.params["encoder"] for p in points} == {"offline:minilm", "scratch"}
+    assert get_family("sts").symmetry_of(points[0].params).symmetric
+
+
+def _synthetic_records() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for encoder in ("offline:minilm", "scratch"):
+        for variant in ("cosine", "dot", "qnorm", "learn"):  # dnorm missing on purpose
+            for seed in (0, 1) if encoder == "scratch" else (0, 1, 2):
+                metrics = {f"spearman_as_{v}": float(rng.uniform(0.3, 0.9)) for v in FIXED_VARIANTS}
+                metrics.update(
+                    spearman=float(rng.uniform(0.3, 0.9)),
+                    pearson=float(rng.uniform(0.3, 0.9)),
+                    spearman_swapped=0.5,
+                    spearman_untrained=0.4,
+                    norm_mean=5.0,
+                    norm_cv=0.1,
+                    norm_product_spearman=0.0,
+                )
+                if variant == "learn":
+                    metrics.update(gamma_q=0.5, gamma_d=0.49)
+                rows.append(
+                    {
+                        "family": "sts",
+                        "profile": "offline",
+                        "run_id": f"{encoder}-{variant}-{seed}",
+                        "variant": variant,
+                        "seed": seed,
+                        "status": "complete",
+                        "wall_time_s": 1.0,
+                        "encoder": encoder,
+                        "params": {"encoder": encoder},
+                        "metrics": metrics,
+                        "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}},
+                        "extra": {},
+                        **metrics,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_report_and_claims_on_synthetic_records():
+    df = _synthetic_records()
+    table = sts.claims(df)
+    assert set(table["encoder"]) == {"offline:minilm", "scratch"}
+    dnorm = table[table["claim"].str.startswith("Sent2Norm")]
+    assert (dnorm["verdict"] == "cannot test (missing runs)").all()
+    get_family("sts").report(df)
+    get_family("sts").report(df[(df["seed"] == 0) & (df["variant"] != "cosine")])
+    ref = get_family("sts").reference()
+    assert set(ref["setting"]) == {"contriever", "retromae"} and "learn" not in set(ref["variant"])
+
+
+@pytest.mark.slow
+def test_notebook_end_to_end(tmp_path):
+    from embsym_lib.runner import run_grid
+
+    tiny = {
+        "n_train": 64,
+        "n_dev": 8,
+        "n_test": 48,
+        "scratch_epochs": 1,
+        "scratch_hidden_size": 32,
+        "scratch_intermediate_size": 64,
+        "scratch_layers": 1,
+        "gamma_learning_rate": 0.05,
+        "batch_size": 32,
+        "evaluate_dev": True,
+    }
+    points = [
+        p
+        for p in expand("sts", "offline", variants=["learn"], seeds=[0], overrides=tiny)
+        if p.params["encoder"] == "scratch"
+    ]
+    (result,) = run_grid(points, outputs_dir=tmp_path)
+    assert result.status == "complete", result.error
+    metrics = result.record["metrics"]
+    for name in ("spearman", "pearson", "spearman_untrained", *(f"spearman_as_{v}" for v in FIXED_VARIANTS)):
+        assert math.isfinite(metrics[name]) and -1 <= metrics[name] <= 1
+    assert metrics["gamma_q"] != 0.5 and 0 < metrics["gamma_q"] < 1
+    assert result.record["curves"]["train_loss"]["x"]
+    assert result.record["curves"]["dev_spearman"]["x"]
