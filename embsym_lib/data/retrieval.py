@@ -1,0 +1,422 @@
+"""Retrieval datasets: embsym's offline "pydoc" benchmark, and the registry of the paper's datasets.
+
+**pydoc** (offline default). Every machine that installed the pinned environment has the same Python
+source files, so a retrieval benchmark derived from their docstrings is identical everywhere. Source
+files are *parsed* (``ast``), never imported. For each public function, method or class with a
+docstring: query = the docstring's summary (its first paragraph, one line); relevant document = the
+rest of the docstring (the body), titled with the object's name. One relevant document per query.
+
+- in-domain (scientific Python: numpy, scipy, scikit-learn, pandas, networkx): split by a hash of
+  the object's qualified name into train pairs, a dev set (checkpoint selection), a held-out set
+  (the Fisher predictor; no run trains on it) and an in-domain test set;
+- out-of-domain test sets from clearly different package families: the Python standard library,
+  deep-learning packages (torch, transformers, timm, pykeen, open_clip, accelerate) and web/tooling
+  packages (tornado, jinja2, jupyter_server, werkzeug, requests, urllib3, httpx, sqlalchemy, click,
+  pygments).
+
+Each test corpus = its queries' relevant documents plus distractor bodies from the same domain. All
+sets are written in BEIR's format, so the loader that reads them also reads real BEIR data. The
+in-domain test folder also has ``qa.jsonl`` for the RAG code path (question = summary, answer = the
+object's name).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import sysconfig
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from ..records import PROJECT_ROOT
+from . import beir
+
+GENERATOR_VERSION = 1
+DEFAULT_CACHE = PROJECT_ROOT / "outputs" / "data" / "retrieval"
+
+PYDOC_DOMAINS: dict[str, tuple[str, ...]] = {
+    "scientific": ("numpy", "scipy", "sklearn", "pandas", "networkx"),
+    "stdlib": ("<stdlib>",),
+    "deeplearning": ("torch", "transformers", "timm", "pykeen", "open_clip", "accelerate"),
+    "web": (
+        "tornado",
+        "jinja2",
+        "jupyter_server",
+        "werkzeug",
+        "requests",
+        "urllib3",
+        "httpx",
+        "sqlalchemy",
+        "click",
+        "pygments",
+    ),
+}
+IN_DOMAIN = "scientific"
+PYDOC_TEST_SETS: tuple[str, ...] = ("pydoc_scientific", "pydoc_stdlib", "pydoc_deeplearning", "pydoc_web")
+
+# The paper's evaluation sets (folder names under data_dir) and the benchmark group each averages into.
+BEIR14 = (
+    "arguana",
+    "climate-fever",
+    "cqadupstack",
+    "dbpedia-entity",
+    "fever",
+    "fiqa",
+    "hotpotqa",
+    "nfcorpus",
+    "nq",
+    "quora",
+    "scidocs",
+    "scifact",
+    "trec-covid",
+    "webis-touche2020",
+)
+BRIGHT12 = (
+    "aops",
+    "biology",
+    "earth_science",
+    "economics",
+    "leetcode",
+    "pony",
+    "psychology",
+    "robotics",
+    "stackoverflow",
+    "sustainable_living",
+    "theoremqa_questions",
+    "theoremqa_theorems",
+)
+MULTIHOP4 = ("2wikimultihopqa", "musique", "novelhopqa", "hotpotqa_multihop")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    group: str
+    in_domain: bool
+    loader: str  # pydoc | beir | trec | bright
+    split: str = "test"
+
+
+def _registry() -> dict[str, DatasetInfo]:
+    out = {
+        name: DatasetInfo(
+            name,
+            "in_domain" if name == f"pydoc_{IN_DOMAIN}" else "ood",
+            name == f"pydoc_{IN_DOMAIN}",
+            "pydoc",
+        )
+        for name in PYDOC_TEST_SETS
+    }
+    out["msmarco_dev"] = DatasetInfo("msmarco_dev", "msmarco_dev", True, "beir", "dev")
+    out["trec_dl19"] = DatasetInfo("trec_dl19", "trec_dl19", True, "trec")
+    out["trec_dl20"] = DatasetInfo("trec_dl20", "trec_dl20", True, "trec")
+    out.update({n: DatasetInfo(n, "beir14", False, "beir") for n in BEIR14})
+    out.update({n: DatasetInfo(n, "bright12", False, "bright") for n in BRIGHT12})
+    out.update({n: DatasetInfo(n, "multihop4", False, "beir") for n in MULTIHOP4})
+    return out
+
+
+DATASETS: dict[str, DatasetInfo] = _registry()
+TRAIN_SOURCES = ("pydoc", "msmarco_qa")
+RAG_SETS = ("pydoc_scientific", "nq", "hotpotqa", "triviaqa")
+
+
+def check_dataset(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown retrieval dataset {name!r}; valid datasets are: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# ----------------------------------------------------------------------------------------------
+# pydoc generation
+
+
+@dataclass(frozen=True)
+class PydocSizes:
+    n_train: int = 2000
+    n_dev_queries: int = 100
+    dev_corpus: int = 400
+    n_heldout: int = 256
+    n_test_queries: int = 200
+    test_corpus: int = 1000
+    max_doc_chars: int = 1000
+
+
+def _package_dirs(package: str) -> list[Path]:
+    if package == "<stdlib>":
+        return [Path(sysconfig.get_paths()["stdlib"])]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p) for p in spec.submodule_search_locations]
+
+
+_SKIP_DIRS = {
+    "tests",
+    "test",
+    "testing",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "idlelib",
+    "lib2to3",
+    "_vendor",
+    "vendor",
+    "turtledemo",
+    "ensurepip",
+    "benchmarks",
+}
+
+
+def _source_files(package: str) -> list[tuple[str, Path]]:
+    """(stable key, path) of the package's .py files, ordered by a hash of the key (not by disk order)."""
+    files = []
+    for root in _package_dirs(package):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
+            for fn in filenames:
+                if fn.endswith(".py"):
+                    path = Path(dirpath) / fn
+                    files.append((f"{package}/{path.relative_to(root).as_posix()}", path))
+    return sorted(files, key=lambda kp: _hash(kp[0]))
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_WS = re.compile(r"\s+")
+
+
+def split_docstring(doc: str, max_doc_chars: int = 1000) -> tuple[str, str] | None:
+    """(summary line, body) of a docstring, or None when it is not a usable query/document pair."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", doc.strip()) if p.strip()]
+    if len(paragraphs) < 2:
+        return None
+    summary = _WS.sub(" ", paragraphs[0]).strip()
+    body = _WS.sub(" ", " ".join(paragraphs[1:])).strip()
+    n_words = len(summary.split())
+    if not 4 <= n_words <= 40 or len(body) < 100 or not re.search(r"[A-Za-z]", summary):
+        return None
+    if len(body) > max_doc_chars:
+        body = body[:max_doc_chars].rsplit(" ", 1)[0]
+    return summary, body
+
+
+def extract_pairs(package: str, max_doc_chars: int = 1000, limit: int = 0) -> list[dict[str, str]]:
+    """Public functions/classes with a usable docstring: {"key", "name", "query", "doc"}."""
+    out: list[dict[str, str]] = []
+    for key, path in _source_files(package):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        stack: list[tuple[ast.AST, str]] = [(tree, "")]
+        while stack:
+            node, prefix = stack.pop(0)
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    qual = f"{prefix}{child.name}"
+                    if not child.name.startswith("_"):
+                        doc = ast.get_docstring(child, clean=True)
+                        pair = split_docstring(doc, max_doc_chars) if doc else None
+                        if pair:
+                            out.append(
+                                {"key": f"{key}:{qual}", "name": child.name, "query": pair[0], "doc": pair[1]}
+                            )
+                    if isinstance(child, ast.ClassDef):
+                        stack.append((child, f"{qual}."))
+        if limit and len(out) >= limit:
+            break
+    return out
+
+
+def domain_pairs(domain: str, needed: int, max_doc_chars: int = 1000) -> list[dict[str, str]]:
+    """Deduplicated pairs of one domain (no repeated summary or body), ordered by a hash of their key."""
+    seen_key, seen_q, seen_d, pairs = set(), set(), set(), []
+    for package in PYDOC_DOMAINS[domain]:
+        # Cap each package so one huge package does not crowd out the rest of its domain.
+        per_package = needed * 2 // len(PYDOC_DOMAINS[domain]) + 200
+        for p in extract_pairs(package, max_doc_chars, limit=per_package):
+            q, d = p["query"].lower(), p["doc"].lower()
+            if p["key"] in seen_key or q in seen_q or d in seen_d:
+                continue
+            seen_key.add(p["key"])
+            seen_q.add(q)
+            seen_d.add(d)
+            pairs.append(p)
+    return sorted(pairs, key=lambda p: _hash(p["key"]))
+
+
+def _as_beir(name: str, queries: list[dict[str, str]], distractors: list[dict[str, str]], corpus_size: int):
+    docs = queries + distractors[: max(0, corpus_size - len(queries))]
+    corpus = {"d" + _hash(p["key"])[:12]: {"title": p["name"], "text": p["doc"]} for p in docs}
+    query_texts = {"q" + _hash(p["key"])[:12]: p["query"] for p in queries}
+    qrels = {"q" + _hash(p["key"])[:12]: {"d" + _hash(p["key"])[:12]: 1} for p in queries}
+    return corpus, query_texts, qrels
+
+
+def environment_fingerprint() -> dict[str, str]:
+    """What the generated data depends on: Python and the versions of every scanned package."""
+    versions = {"python": sys.version.split()[0], "generator": str(GENERATOR_VERSION)}
+    dist_of = {"sklearn": "scikit-learn", "open_clip": "open_clip_torch", "<stdlib>": None}
+    for packages in PYDOC_DOMAINS.values():
+        for pkg in packages:
+            dist = dist_of.get(pkg, pkg)
+            if dist:
+                try:
+                    versions[pkg] = metadata.version(dist)
+                except metadata.PackageNotFoundError:
+                    versions[pkg] = "absent"
+    return versions
+
+
+def pydoc_dir(sizes: PydocSizes = PydocSizes(), cache_dir: Path | None = None) -> Path:
+    """Folder of the pydoc benchmark for these sizes, generated on first use (atomically)."""
+    fingerprint = {"sizes": sizes.__dict__, "env": environment_fingerprint()}
+    digest = _hash(json.dumps(fingerprint, sort_keys=True))[:10]
+    cache_dir = Path(cache_dir or DEFAULT_CACHE)
+    target = cache_dir / f"pydoc-{digest}"
+    if (target / "manifest.json").exists():
+        return target
+    tmp = cache_dir / f".tmp-pydoc-{digest}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    manifest = generate_pydoc(tmp, sizes)
+    manifest["fingerprint"] = fingerprint
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first: its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def generate_pydoc(folder: Path, sizes: PydocSizes = PydocSizes()) -> dict:
+    """Write the pydoc benchmark into ``folder``; returns its manifest (sizes of every set)."""
+    folder = Path(folder)
+    s = sizes
+    manifest: dict = {"sets": {}}
+    need_in = s.n_train + s.n_dev_queries + s.n_heldout + s.n_test_queries + s.test_corpus + s.dev_corpus
+    pairs = domain_pairs(IN_DOMAIN, need_in, s.max_doc_chars)
+    cut = [s.n_test_queries, s.n_dev_queries, s.n_heldout, s.n_train]
+    bounds = [sum(cut[: i + 1]) for i in range(len(cut))]
+    if len(pairs) < bounds[-1]:
+        raise ValueError(
+            f"pydoc: only {len(pairs)} in-domain pairs found, {bounds[-1]} needed; lower the sizes"
+        )
+    test_q, dev_q = pairs[: bounds[0]], pairs[bounds[0] : bounds[1]]
+    heldout, train = pairs[bounds[1] : bounds[2]], pairs[bounds[2] : bounds[3]]
+    distractors = pairs[bounds[3] :]
+    half = len(distractors) // 2
+    sets = {
+        "pydoc_scientific": _as_beir("pydoc_scientific", test_q, distractors[:half], s.test_corpus),
+        "dev": _as_beir("dev", dev_q, distractors[half:], s.dev_corpus),
+        "heldout": _as_beir("heldout", heldout, [], 0),
+        "train": _as_beir("train", train, [], 0),
+    }
+    for domain in PYDOC_DOMAINS:
+        if domain == IN_DOMAIN:
+            continue
+        dom = domain_pairs(domain, s.n_test_queries + s.test_corpus, s.max_doc_chars)
+        if len(dom) < s.n_test_queries + 1:
+            raise ValueError(f"pydoc: only {len(dom)} pairs found for domain {domain!r}")
+        sets[f"pydoc_{domain}"] = _as_beir(
+            domain, dom[: s.n_test_queries], dom[s.n_test_queries :], s.test_corpus
+        )
+    for name, (corpus, queries, qrels) in sets.items():
+        split = "train" if name == "train" else "dev" if name == "dev" else "test"
+        beir.write_beir(folder / name, corpus, queries, qrels, split)
+        manifest["sets"][name] = {"queries": len(queries), "corpus": len(corpus), "split": split}
+    beir.write_jsonl(
+        folder / "pydoc_scientific" / "qa.jsonl",
+        ({"_id": "q" + _hash(p["key"])[:12], "question": p["query"], "answers": [p["name"]]} for p in test_q),
+    )
+    manifest["domains"] = {d: list(p) for d, p in PYDOC_DOMAINS.items()}
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# loading by name
+
+
+def load_test_set(name: str, data_dir: str | Path) -> beir.RetrievalSet:
+    """A test set by registry name, from the pydoc folder (offline) or ``data_dir`` (paper profile)."""
+    info = check_dataset(name)
+    root = Path(data_dir)
+    if info.loader == "pydoc":
+        return beir.load_beir(root / name, "test", name)
+    if info.loader == "beir":
+        sub = (
+            "multihop/" + name
+            if info.group == "multihop4"
+            else ("msmarco" if name == "msmarco_dev" else name)
+        )
+        return beir.load_beir(root / sub, info.split, name)
+    if info.loader == "trec":
+        return beir.load_trec(root / name, name, collection=root / "msmarco_passage" / "collection.tsv")
+    return beir.load_bright(root / "bright", name)
+
+
+def dataset_paths(name: str, data_dir: str | Path) -> list[Path]:
+    """Files a test set needs (for validation before any compute)."""
+    info = check_dataset(name)
+    root = Path(data_dir)
+    if info.loader == "pydoc":
+        return [root / name / "corpus.jsonl"]
+    if info.loader == "beir":
+        sub = (
+            "multihop/" + name
+            if info.group == "multihop4"
+            else ("msmarco" if name == "msmarco_dev" else name)
+        )
+        return [root / sub]
+    if info.loader == "trec":
+        return [root / name / "qrels.txt", root / "msmarco_passage" / "collection.tsv"]
+    return [root / "bright" / "examples", root / "bright" / "documents"]
+
+
+def load_training_pairs(source: str, data_dir: str | Path, limit: int = 0) -> list[tuple[str, str]]:
+    if source == "pydoc":
+        return beir.beir_training_pairs(Path(data_dir) / "train", "train", limit)
+    if source == "msmarco_qa":
+        root = Path(data_dir) / "msmarco_qa"
+        path = next(
+            (root / f for f in ("train.jsonl", "train.parquet") if (root / f).exists()), root / "train.jsonl"
+        )
+        return beir.load_msmarco_qa_pairs(path, limit)
+    raise ValueError(f"unknown training source {source!r}; valid sources are: {', '.join(TRAIN_SOURCES)}")
+
+
+def load_dev_set(source: str, data_dir: str | Path, n_queries: int = 0) -> beir.RetrievalSet:
+    """The validation set for checkpoint selection: pydoc's dev split, or MS MARCO dev (paper)."""
+    data = (
+        beir.load_beir(Path(data_dir) / "dev", "dev", "dev")
+        if source == "pydoc"
+        else beir.load_beir(Path(data_dir) / "msmarco", "dev", "msmarco_dev")
+    )
+    if n_queries:
+        keep = data.query_ids()[:n_queries]
+        data.queries = {q: data.queries[q] for q in keep}
+        data.qrels = {q: data.qrels[q] for q in keep}
+    return data
+
+
+def load_heldout_pairs(source: str, data_dir: str | Path, n_pairs: int) -> list[tuple[str, str]]:
+    """Pairs for the Fisher predictor that no run trains on: pydoc's held-out split, or (paper)
+    MS MARCO dev pairs, which the training split never contains."""
+    folder = Path(data_dir) / ("heldout" if source == "pydoc" else "msmarco")
+    return beir.beir_training_pairs(folder, "test" if source == "pydoc" else "dev", n_pairs)
+
+
+def load_rag_set(name: str, data_dir: str | Path):
+    if name not in RAG_SETS:
+        raise ValueError(f"unknown RAG set {name!r}; valid sets are: {', '.join(RAG_SETS)}")
+    folder = Path(data_dir) / (name if name.startswith("pydoc") else f"rag/{name}")
+    return beir.load_qa(folder)
