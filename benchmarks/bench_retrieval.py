@@ -20,10 +20,20 @@ import time
 import torch
 
 
-def training_batches(model, n_batches: int, batch_size: int):
-    from embsym_lib.data import retrieval as rdata
+def training_batches(model, n_batches: int, batch_size: int, synthetic_text: bool = False):
+    if synthetic_text:
+        # Random word sequences from the tokenizer's vocabulary: for a machine without the pydoc data.
+        vocab = [w for w in model.tokenizer.get_vocab() if w.isalpha()]
+        g = torch.Generator().manual_seed(0)
 
-    pairs = rdata.load_training_pairs("pydoc", rdata.pydoc_dir(), n_batches * batch_size)
+        def text(n: int) -> str:
+            return " ".join(vocab[i] for i in torch.randint(len(vocab), (n,), generator=g).tolist())
+
+        pairs = [(text(12), text(100)) for _ in range(n_batches * batch_size)]
+    else:
+        from embsym_lib.data import retrieval as rdata
+
+        pairs = rdata.load_training_pairs("pydoc", rdata.pydoc_dir(), n_batches * batch_size)
     batches = []
     for b in range(n_batches):
         chunk = pairs[b * batch_size : (b + 1) * batch_size]
@@ -43,7 +53,7 @@ def training_step(model, loss, optimizer, features) -> float:
     return time.perf_counter() - start
 
 
-def bench_training(encoder: str, steps: int, repeats: int, batch_size: int):
+def bench_training(encoder: str, steps: int, repeats: int, batch_size: int, max_seq_length: int = 64):
     """Step-level round robin: every batch is run once under each loss before the next batch, so load
     changes on a shared machine hit every configuration alike; median seconds per step -> examples/s."""
     from sentence_transformers.losses import MultipleNegativesRankingLoss
@@ -53,13 +63,16 @@ def bench_training(encoder: str, steps: int, repeats: int, batch_size: int):
     from embsym_lib.similarity import VARIANTS
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = (
-        st.load_encoder("offline:minilm", device=device, max_seq_length=64)
-        if encoder == "minilm"
-        else st.scratch_encoder(max_seq_length=64, device=device)
-    )
+    if encoder == "minilm":
+        model = st.load_encoder("offline:minilm", device=device, max_seq_length=max_seq_length)
+    elif encoder.startswith("random-bert-base:"):
+        model = random_bert_base(encoder.split(":", 1)[1], max_seq_length, device)
+    else:
+        model = st.scratch_encoder(max_seq_length=max_seq_length, device=device)
     model.train()
-    batches = training_batches(model, steps, batch_size)
+    batches = training_batches(
+        model, steps, batch_size, synthetic_text=encoder.startswith("random-bert-base:")
+    )
     losses = {"stock cos_sim": MultipleNegativesRankingLoss(model, scale=20.0, similarity_fct=cos_sim)}
     for v in VARIANTS:
         losses[v] = st.retrieval_loss(model, st.retrieval_similarity(v), 20.0).to(device)
@@ -77,6 +90,22 @@ def bench_training(encoder: str, steps: int, repeats: int, batch_size: int):
     rate = {name: batch_size / statistics.median(t) for name, t in times.items()}
     stock = rate["stock cos_sim"]
     return [(name, r, r / stock) for name, r in rate.items()], device
+
+
+def random_bert_base(tokenizer_dir: str, max_seq_length: int, device: str):
+    """A BERT-base-sized encoder (the paper's encoders' size) from random init, with the tokenizer (and
+    config-free checkpoint layout) of ``tokenizer_dir``: timing needs the size, not the weights."""
+    from transformers import BertConfig, BertModel
+
+    from embsym_lib.adapters import sentence_transformers as st
+
+    model = st.encoder_from_checkpoint(tokenizer_dir, max_seq_length=max_seq_length, device=device)
+    transformer = model[0]
+    transformer.model = BertModel(BertConfig(vocab_size=model.tokenizer.vocab_size)).to(device)
+    from sentence_transformers.models import Pooling
+
+    model._modules["1"] = Pooling(768, pooling_mode="mean")
+    return model
 
 
 def bench_search(n_queries: int, n_docs: int, dim: int, k: int, repeats: int):
@@ -109,7 +138,12 @@ def bench_search(n_queries: int, n_docs: int, dim: int, k: int, repeats: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--encoder", default="scratch", choices=["scratch", "minilm"])
+    parser.add_argument(
+        "--encoder",
+        default="scratch",
+        help="scratch | minilm | random-bert-base:TOKENIZER_DIR (BERT-base size, random init, random text)",
+    )
+    parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -120,7 +154,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    rows, device = bench_training(args.encoder, args.steps, args.repeats, args.batch_size)
+    rows, device = bench_training(
+        args.encoder, args.steps, args.repeats, args.batch_size, args.max_seq_length
+    )
     print(
         f"\nTraining throughput ({args.encoder} encoder, batch {args.batch_size}, {args.steps} steps x "
         f"{args.repeats} repeats, {device}, median)"

@@ -142,7 +142,9 @@ def fisher_condition_number(
     - *Loss*: in-batch InfoNCE with ``scale`` under the variant's score, batches of ``batch_size``
       consecutive pairs (in-batch negatives only, as in training).
     - *Approximation*: the empirical Fisher F = mean_i g_i g_i^T, g_i = dL_i/dtheta_i
-      (``per_example_info_nce_grads``).
+      (``per_example_info_nce_grads``). It needs many more pairs than its 2D dimensions; the result's
+      ``underdetermined`` flag is set below 4 x 2D pairs, where kappa says more about the sample than
+      about the curvature.
     - *Condition number*: kappa = lambda_max / lambda_min over the eigenvalues of F above
       ``rtol * lambda_max`` (computed in float64). Normalizing a side makes each g_i orthogonal to that
       side's own vector (no radial gradient), one lost direction per example under qnorm and under
@@ -166,13 +168,16 @@ def fisher_condition_number(
     g = torch.cat(grads)
     fisher = g.T @ g / g.shape[0]
     eig = torch.linalg.eigvalsh(fisher).flip(0)
-    kept = eig[eig > rtol * eig[0]]
+    # With fewer pairs than dimensions F has rank <= n_pairs; its other eigenvalues are rounding noise.
+    kept = eig[eig > rtol * eig[0]][: g.shape[0]]
     return {
         "kappa": float(kept[0] / kept[-1]),
         "log10_kappa": float(torch.log10(kept[0] / kept[-1])),
         "rank": int(kept.numel()),
         "lambda_max": float(kept[0]),
         "n_pairs": int(g.shape[0]),
+        # kappa of a rank-deficient estimate measures the sample, not the curvature: use n_pairs >> 2D.
+        "underdetermined": bool(g.shape[0] < 4 * g.shape[1]),
     }
 
 

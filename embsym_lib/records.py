@@ -23,6 +23,14 @@ SCHEMA_VERSION = 1
 STATUSES = ("complete", "failed", "interrupted", "running")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+
+def project_path(path: str | Path) -> Path:
+    """Where a data path from a params file points: ``~`` expanded; a relative path is relative to the
+    project root, whatever the working directory (the CLI's, or a notebook kernel's notebooks/)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
 TRACKED_PACKAGES = (
     "embsym",
     "torch",

@@ -27,7 +27,11 @@ run clip --variants cosine qnorm --set coco_root=tests/fixtures/clip/coco \
   --set epochs=1 --set batch_size=3 --set zero_shot=false --set loss_direction=sym
 run sts --variants cosine dnorm --set encoder=$S/facebook/contriever --set data_dir=tests/fixtures/sts/stsb_original \
   --set nli_file=tests/fixtures/sts/AllNLI.tsv.gz --set epochs=1
-RETRIEVAL_PLACEHOLDER
+run retrieval --variants cosine qnorm learn --set encoder=contriever --set model_dir=$S --set data_dir=tests/fixtures/retrieval \
+  --set "test_sets=[msmarco_dev, trec_dl19, scifact, cqadupstack, biology]" --set "rag_sets=[nq]" --set batch_size=2 \
+  --set max_steps=2 --set dev_queries=4 --set dev_corpus=50 --set fisher_pairs=64 --set fisher_batch=16 --set n_evals=2
 run synthetic --variants cosine qnorm --set task=asymmetric --set epochs=2
 python3 tools/gpu_summary.py "$RUNS" | tee "$OUT/gpu_summary.md"
 python3 benchmarks/bench_grid.py --device cuda --quick 2>&1 | tee "$OUT/bench_grid.txt"
+python3 benchmarks/bench_retrieval.py --encoder "random-bert-base:$S/facebook/contriever" --steps 8 --repeats 3 \
+  --batch-size 128 --max-seq-length 128 --queries 4096 --docs 200000 2>&1 | grep -v -i warn | tee "$OUT/bench_retrieval.txt"

@@ -38,6 +38,7 @@ import torch
 from ..adapters import open_clip as clip_adapter
 from ..data.clip import ImageCaptionSet, load_coco_captions, shapes_splits
 from ..diagnostics import effect_size_band, norm_stats, relevance_magnitude_d
+from ..records import project_path
 from ..similarity import VARIANTS, Similarity, make_similarity, pairwise
 from ..stats import format_mean_std, paired_ttest
 from ..symmetry import asymmetric, bidirectional
@@ -116,7 +117,7 @@ def validate(params: dict[str, Any]) -> None:
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")
     if dataset == "coco":
-        root = Path(params.get("coco_root") or "")
+        root = project_path(params.get("coco_root") or "")
         if not params.get("coco_root") or not root.is_dir():
             raise ValueError(
                 f"dataset 'coco' needs coco_root, an existing folder; got {params.get('coco_root')!r}"
@@ -187,7 +188,7 @@ def load_data(params: dict[str, Any]) -> tuple[ImageCaptionSet, ImageCaptionSet]
             image_size=params["image_size"],
             two_object_fraction=params["two_object_fraction"],
         )
-    root = Path(params["coco_root"])
+    root = project_path(params["coco_root"])
     train = load_coco_captions(
         root / params["coco_train_annotations"],
         root / params["coco_train_images"],

@@ -23,6 +23,7 @@ import pandas as pd
 
 from .. import stats
 from ..data import fewshot as data
+from ..records import project_path
 from ..symmetry import asymmetric
 from . import FamilySpec
 
@@ -121,7 +122,7 @@ def validate(params: dict[str, Any]) -> None:
             raise ValueError(
                 f"dataset {dataset!r} needs data_root: a local directory (nothing is downloaded)"
             )
-        (data.check_omniglot if dataset == "omniglot" else data.check_miniimagenet)(root)
+        (data.check_omniglot if dataset == "omniglot" else data.check_miniimagenet)(str(project_path(root)))
 
 
 # ------------------------------------------------------------------------------------------- pipeline
@@ -140,7 +141,7 @@ def resolve_device(name: str) -> str:
 def load_data(params: dict[str, Any]) -> data.FewShotSplits:
     return data.load(
         params["dataset"],
-        params["data_root"],
+        str(project_path(params["data_root"])) if params["dataset"] != "glyphs" else params["data_root"],
         params["class_split"],
         params["samples_per_class"],
         params["data_seed"],

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from ..diagnostics import effect_size_band, norm_stats, relevance_magnitude_d
-from ..records import PROJECT_ROOT
+from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS
 from ..stats import format_mean_std, paired_ttest
 from ..symmetry import MAGNITUDE_PRESERVING, asymmetric
@@ -71,8 +71,7 @@ def _adapter():
 
 def resolve_path(text: str) -> Path:
     """A ``path:`` dataset's directory: absolute, or relative to the project root."""
-    path = Path(text[len(PATH_PREFIX) :] if text.startswith(PATH_PREFIX) else text).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return project_path(text[len(PATH_PREFIX) :] if text.startswith(PATH_PREFIX) else text)
 
 
 def split_files(directory: Path) -> dict[str, Path]:

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from ..diagnostics import norm_stats, relevance_magnitude_d
-from ..records import PROJECT_ROOT
+from ..records import project_path
 from ..similarity import FIXED_VARIANTS
 from ..stats import format_mean_std, paired_ttest
 from ..symmetry import asymmetric
@@ -86,8 +86,7 @@ def _adapter():
 
 def resolve_data_path(text: str) -> Path:
     """The folder holding ``<dataset>/<dataset>.inter``: absolute, or relative to the project root."""
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    return project_path(text)
 
 
 def shipped_dataset_dir(dataset: str) -> Path:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data import retrieval as rdata
 from ..diagnostics import effect_size_band
+from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS
 from ..symmetry import asymmetric
 from . import FamilySpec
@@ -76,7 +77,7 @@ def data_root(params: dict[str, Any]) -> Path:
     """Where the data lives: the generated pydoc folder (offline) or ``data_dir`` (paper profile)."""
     if params.get("data_source", "pydoc") == "pydoc" and not params.get("data_dir"):
         return rdata.pydoc_dir()
-    return Path(params["data_dir"])
+    return project_path(params["data_dir"])
 
 
 def validate(params: dict[str, Any]) -> None:
@@ -129,7 +130,7 @@ def validate(params: dict[str, Any]) -> None:
         if bad:
             raise ValueError(f"test sets {bad} need data_dir (a local folder with the real data)")
         return
-    root = Path(p.get("data_dir") or "")
+    root = project_path(p.get("data_dir") or "")
     if not root.is_dir():
         raise ValueError(f"data_dir {str(root)!r} does not exist (needed for data_source={source!r})")
     for name in test_sets:
@@ -203,7 +204,7 @@ def build_encoder(params: dict[str, Any], seed: int, device: str | None = None):
             max_seq_length=p["max_seq_length"], pooling=pooling, seed=seed, device=device
         )
     else:
-        path = str(Path(p["model_dir"]) / info.checkpoint) if p.get("model_dir") else info.checkpoint
+        path = str(project_path(p["model_dir"]) / info.checkpoint) if p.get("model_dir") else info.checkpoint
         model = st.encoder_from_checkpoint(path, pooling, p["max_seq_length"], device)
         st.strip_normalize(model)
     return model, info
@@ -471,7 +472,11 @@ def load_reader(params: dict[str, Any], seed: int):
         )
         torch.manual_seed(seed)
         return tokenizer, T5ForConditionalGeneration(config).eval()
-    path = str(Path(params["model_dir"]) / params["reader"]) if params.get("model_dir") else params["reader"]
+    path = (
+        str(project_path(params["model_dir"]) / params["reader"])
+        if params.get("model_dir")
+        else params["reader"]
+    )
     return AutoTokenizer.from_pretrained(path), AutoModelForSeq2SeqLM.from_pretrained(path).eval()
 
 

@@ -204,9 +204,9 @@ def make_evaluator(frame: pd.DataFrame, pair_score: PairScore, name: str = "", b
 
 def project_path(path: str) -> Path:
     """A relative data path means relative to the project root (notebooks run from notebooks/)."""
-    from ..records import PROJECT_ROOT
+    from ..records import project_path as resolve
 
-    return Path(path) if Path(path).is_absolute() else PROJECT_ROOT / path
+    return resolve(path)
 
 
 def load_pairs(params: dict[str, Any]) -> dict[str, pd.DataFrame]:
