@@ -15,12 +15,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, sentence_transformers, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'st', sentence_transformers.__version__, 'tf', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 S=.gpucheck/models  # made here by tools/make_standins.py, carried
 run() { local fam=$1; shift; echo "=== $fam $*" >> "$OUT/families.log"; local t0=$(date +%s)
-  timeout 300 $E run "$fam" --profile paper --seeds 0 --outputs "$RUNS" "$@" >> "$OUT/families.log" 2>&1
+  timeout 150 $E run "$fam" --profile paper --seeds 0 --outputs "$RUNS" "$@" >> "$OUT/families.log" 2>&1
   echo "$fam rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/families.log"; }
 run kg --variants dot cosine --set dataset=path:tests/fixtures/kg/fb15k237_sample --set composition=distmult \
   --set epochs=2 --set embedding_dim=32 --set num_negatives=8 --set batch_size=64 --set magnitude_queries=20
 run fewshot --variants dnorm euclidean --set data_root=tests/fixtures/fewshot --set dataset=miniimagenet --set shots=1 \
-  --set episodes=20 --set eval_every=10 --set val_episodes=10 --set test_episodes=20
+  --set ways=2 --set train_ways=2 --set queries=1 --set train_queries=1 --set episodes=20 --set eval_every=10 --set val_episodes=10 --set test_episodes=20
 run recsys --variants dot cosine --set data_path=tests/fixtures/recsys --set dataset=ml-1m --set model=bpr --set epochs=2
 run clip --variants cosine qnorm --set coco_root=tests/fixtures/clip/coco \
   --set coco_train_annotations=annotations/captions_val2017.json --set coco_train_images=val2017 \
