@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates (or completes) the project's virtual environment at $VENV (default .venv).
+# Creates (or completes) the project's virtual environment at $VENV (default .venv); with VENV set to an
+# existing environment (e.g. $CONDA_PREFIX after `conda env create -f environment.yml`) it completes that one.
 # Idempotent: a second run only checks that everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
