@@ -4,6 +4,7 @@ validation, the report, and one notebook run end to end."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def test_paper_loaders_read_a_prefilled_pykeen_cache(tmp_path, monkeypatch):
     import zipfile
 
     _forbid_downloads(monkeypatch)
-    fixtures = kg.PROJECT_ROOT / "tests" / "fixtures" / "kg"
+    fixtures = Path(__file__).parent / "fixtures" / "kg"
     fb_dir = tmp_path / "fb15k237"
     fb_dir.mkdir()
     with zipfile.ZipFile(fb_dir / "FB15K-237.2.zip", "w") as zf:

@@ -448,30 +448,38 @@ def json_results(results: dict[str, Any]) -> dict[str, Any]:
 # RAG
 
 
+def tiny_t5(tokenizer, seed: int = 0):
+    """A 2-layer T5 from a config (random weights) sharing ``tokenizer``'s vocabulary: a reader that
+    exercises the RAG code path offline; its answers mean nothing."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=tokenizer.vocab_size,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        pad_token_id=tokenizer.pad_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config)
+
+
 def load_reader(params: dict[str, Any], seed: int):
     """(tokenizer, seq2seq model). ``offline:tiny-t5`` is a T5 built from a config with random weights
     and MiniLM's tokenizer: it exercises the code path only, its answers mean nothing."""
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     if params["reader"] == "offline:tiny-t5":
         from ..adapters.sentence_transformers import offline_minilm_path
 
         tokenizer = AutoTokenizer.from_pretrained(str(offline_minilm_path()))
-        config = T5Config(
-            vocab_size=tokenizer.vocab_size,
-            d_model=64,
-            d_kv=16,
-            d_ff=128,
-            num_layers=2,
-            num_decoder_layers=2,
-            num_heads=4,
-            pad_token_id=tokenizer.pad_token_id,
-            decoder_start_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.sep_token_id,
-        )
-        torch.manual_seed(seed)
-        return tokenizer, T5ForConditionalGeneration(config).eval()
+        return tokenizer, tiny_t5(tokenizer, seed).eval()
     path = (
         str(project_path(params["model_dir"]) / params["reader"])
         if params.get("model_dir")
