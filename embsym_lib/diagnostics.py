@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .similarity import FIXED_VARIANTS, Similarity, make_similarity, pairwise
+from .similarity import FIXED_VARIANTS, Similarity, as_similarity, pairwise
 
 
 def cohens_d(group_a: Iterable[float], group_b: Iterable[float]) -> float:
@@ -110,7 +110,7 @@ def per_example_info_nce_grads(
     d(sum L)/dq are exactly dL_i/dq_i. d_i enters every L_j as a negative; its own-example term is
     dL_i/dd_i = scale * (p_ii - 1) * ds(q_i, d_i)/dd_i, the gradient of a weighted paired score.
     """
-    sim = make_similarity(similarity) if isinstance(similarity, str) else similarity
+    sim = as_similarity(similarity)
     q = q.detach().clone().requires_grad_(True)
     d = d.detach().clone().requires_grad_(True)
     logits = scale * sim.pairwise(q, d)

@@ -21,13 +21,9 @@ import numpy as np
 import pytrec_eval
 import torch
 
-from .similarity import Similarity, make_similarity
+from .similarity import Similarity, as_similarity
 
 METRICS: dict[str, str] = {"ndcg10": "ndcg_cut_10", "mrr10": "recip_rank", "recall100": "recall_100"}
-
-
-def _as_similarity(similarity: str | Similarity) -> Similarity:
-    return make_similarity(similarity) if isinstance(similarity, str) else similarity
 
 
 @torch.no_grad()
@@ -45,7 +41,7 @@ def exact_search(
     ``exclude`` maps a query index to document indices removed from its ranking (BRIGHT's
     excluded_ids). Runs on the device of ``queries``/``docs``.
     """
-    sim = _as_similarity(similarity)
+    sim = as_similarity(similarity)
     k = min(k, docs.shape[0])
     n_q = queries.shape[0]
     best_scores = torch.full((n_q, k), float("-inf"), device=queries.device)

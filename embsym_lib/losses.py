@@ -11,11 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .similarity import Similarity, make_similarity
-
-
-def _as_similarity(similarity: str | Similarity) -> Similarity:
-    return make_similarity(similarity) if isinstance(similarity, str) else similarity
+from .similarity import Similarity, as_similarity
 
 
 def info_nce_logits(
@@ -31,7 +27,7 @@ def info_nce_logits(
     negatives, or [N, k, D] per-query hard negatives (flattened into the shared pool, as
     sentence-transformers' MultipleNegativesRankingLoss does).
     """
-    sim = _as_similarity(similarity)
+    sim = as_similarity(similarity)
     candidates = d_pos
     if d_neg is not None:
         candidates = torch.cat([d_pos, d_neg.reshape(-1, d_neg.shape[-1])], dim=0)

@@ -158,6 +158,11 @@ def _logit(p: float) -> float:
     return float(torch.logit(torch.tensor(p, dtype=torch.float64)))
 
 
+def as_similarity(similarity: str | Similarity) -> Similarity:
+    """A variant name or an existing Similarity module (e.g. a trained ``learn``), as a module."""
+    return make_similarity(similarity) if isinstance(similarity, str) else similarity
+
+
 def make_similarity(variant: str, **learn_kwargs) -> Similarity:
     """The module for ``variant``: a fixed ``Similarity`` or a fresh ``LearnableSimilarity``."""
     if check_variant(variant) == "learn":

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from ..similarity import Similarity, make_similarity
+from ..similarity import Similarity, as_similarity
 
 LOSS_DIRECTIONS: tuple[str, ...] = ("sym", "i2t", "t2i")
 TINY_MODEL_NAME = "embsym-tiny"
@@ -98,7 +98,7 @@ class GridClipLoss(ClipLoss):
         if clip_loss_kwargs.get("world_size", 1) > 1:
             raise ValueError("GridClipLoss gathers no features across processes; run with world_size=1")
         super().__init__(**clip_loss_kwargs)
-        self.similarity = make_similarity(similarity) if isinstance(similarity, str) else similarity
+        self.similarity = as_similarity(similarity)
         self.direction = check_direction(direction)
 
     def get_logits(self, image_features, text_features, logit_scale, logit_bias=None):
