@@ -84,11 +84,6 @@ def _adapter():
 # --- data -------------------------------------------------------------------------------------------
 
 
-def resolve_data_path(text: str) -> Path:
-    """The folder holding ``<dataset>/<dataset>.inter``: absolute, or relative to the project root."""
-    return project_path(text)
-
-
 def shipped_dataset_dir(dataset: str) -> Path:
     """RecBole's packaged example folder, located without importing RecBole."""
     spec = importlib.util.find_spec("recbole")
@@ -101,7 +96,7 @@ def inter_file(dataset: str, data_path: str) -> Path:
     """Where RecBole will read the dataset's interactions from (ml-100k: the copy inside recbole)."""
     if dataset in SHIPPED_DATASETS:
         return shipped_dataset_dir(dataset) / f"{dataset}.inter"
-    return resolve_data_path(data_path) / dataset / f"{dataset}.inter"
+    return project_path(data_path) / dataset / f"{dataset}.inter"
 
 
 def check_dataset(dataset: Any, data_path: Any) -> Path:
@@ -207,7 +202,7 @@ def build(params: dict[str, Any], run_dir: Path):
     """RecBole Config -> dataset -> split dataloaders -> our grid model (``adapters.recbole.RecBoleSetup``)."""
     adapter = _adapter()
     adapter.attach_log_file(run_dir)
-    data_path = str(resolve_data_path(params["data_path"])) if params.get("data_path") else ""
+    data_path = str(project_path(params["data_path"])) if params.get("data_path") else ""
     return adapter.build_recbole(
         params["model"], params["dataset"], data_path, recbole_settings(params), Path(run_dir), params["seed"]
     )

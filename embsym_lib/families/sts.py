@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,7 @@ from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from ..diagnostics import cross_evaluate, norm_stats
+from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS, Similarity, make_similarity
 from ..symmetry import unordered
 from . import FamilySpec
@@ -200,13 +200,6 @@ def make_evaluator(frame: pd.DataFrame, pair_score: PairScore, name: str = "", b
 
 # --------------------------------------------------------------------------------------------------
 # Data, model, training, evaluation
-
-
-def project_path(path: str) -> Path:
-    """A relative data path means relative to the project root (notebooks run from notebooks/)."""
-    from ..records import project_path as resolve
-
-    return resolve(path)
 
 
 def load_pairs(params: dict[str, Any]) -> dict[str, pd.DataFrame]:
