@@ -239,6 +239,7 @@ def expand(
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             raise ParamError(f"{where}: seeds must be non-negative integers, got {s!r}")
 
+    resources = dict(raw.get("resources") or {})
     points: list[GridPoint] = []
     for combo in itertools.product(*axis_values):
         axes = dict(zip(axis_names, combo, strict=True))
@@ -258,6 +259,7 @@ def expand(
                     params,
                     where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
                 )
+                _check_processes_fit(params, resources, where)
                 rid = run_id_for(profile, axes, params)
                 points.append(
                     GridPoint(
@@ -266,11 +268,23 @@ def expand(
                         params,
                         axes,
                         rid,
-                        dict(raw.get("resources") or {}),
+                        resources,
                         str(notebook_path(spec)),
                     )
                 )
     return points
+
+
+def _check_processes_fit(params: dict[str, Any], resources: dict[str, Any], where: str) -> None:
+    """A run that trains in N processes (one GPU each) must declare at least N GPUs, so that the Ray
+    backend reserves them."""
+    processes = params.get("train_processes", 1)
+    gpus = resources.get("gpus", 0)
+    if isinstance(processes, int) and processes > 1 and gpus and processes > gpus:
+        raise ParamError(
+            f"{where}: train_processes={processes} needs one GPU per process but resources declares "
+            f"gpus: {gpus}"
+        )
 
 
 def parse_override(text: str) -> tuple[str, Any]:

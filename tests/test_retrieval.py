@@ -170,9 +170,12 @@ def test_evaluate_on_fixture_with_random_embeddings():
     for r in res.values():
         assert 0 <= r["ndcg10"] <= 1 and set(r["cross_ndcg10"]) == set(FIXED_VARIANTS)
         assert r["cross_ndcg10"]["dnorm"] == pytest.approx(r["cross_ndcg10"]["cosine"])
-    flat_trained = {"best_dev_ndcg10": 0.5, "history": [{}]}
+    flat_trained = {"best_dev_ndcg10": 0.5, "history": [{}], "similarity": st.score_function("dnorm")}
     metrics = fam.flat_metrics(res, flat_trained, {}, {})
     assert "ndcg10_mean" in metrics and "ndcg10_bright12" in metrics and "ndcg10_ood" in metrics
+    learned = LearnableSimilarity(0.2, 0.7)
+    metrics = fam.flat_metrics(res, {**flat_trained, "similarity": learned}, {}, {})
+    assert metrics["gamma_q"] == pytest.approx(0.2) and metrics["gamma_d"] == pytest.approx(0.7)
 
 
 def _base_params(**kw):
@@ -350,3 +353,57 @@ def test_notebook_end_to_end(tmp_path):
     assert 0.0 < metrics["gamma_q"] < 1.0
     assert results[0].record["extra"]["fisher"]["predicted"] in ("qnorm", "dnorm")
     assert set(results[0].record["curves"]) >= {"dev_ndcg10_own", "dev_ndcg10_cosine", "gamma_d"}
+
+
+@pytest.mark.slow
+def test_notebook_trains_in_two_processes(tmp_path):
+    """train_processes=2 through the runner: torchrun starts two gloo processes on the CPU, the replicas
+    (encoder and learn's gammas, which live outside DDP) end bit-identical, negatives are gathered, and the
+    trained state comes back into the notebook, which evaluates and writes the record."""
+    import json
+
+    from embsym_lib.params import expand
+    from embsym_lib.runner import run_grid
+
+    n_pairs, batch = 48, 6
+    points = expand(
+        "retrieval",
+        "offline",
+        variants=["learn"],
+        seeds=[0],
+        overrides={
+            "encoder": "scratch",
+            "test_sets": ["pydoc_scientific"],
+            "test_queries": 6,
+            "test_corpus": 20,
+            "dev_queries": 6,
+            "dev_corpus": 16,
+            "batch_size": batch,
+            "max_seq_length": 24,
+            "n_evals": 1,
+            "fisher_pairs": 0,
+            "rag_sets": [],
+            "encoder_overrides": {"scratch": {"n_train_pairs": n_pairs, "epochs": 1.0}},
+            "train_processes": 2,
+            "gather_across_devices": True,
+        },
+    )
+    (result,) = run_grid(points, outputs_dir=tmp_path)
+    assert result.status == "complete", result.error
+    record = result.record
+    assert record["extra"]["training"] == {
+        "world_size": 2,
+        "global_batch_size": 2 * batch,
+        "gather_across_devices": True,
+    }
+    assert record["extra"]["total_steps"] == n_pairs // (2 * batch)
+    ddp = Path(record["params"]["run_dir"]) / "ddp"
+    ranks = [json.loads((ddp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["sum"] == ranks[1]["sum"] and ranks[0]["sq"] == ranks[1]["sq"]
+    assert all(r["gather_across_devices"] for r in ranks)
+    state = torch.load(ddp / "trained.pt", map_location="cpu", weights_only=False)
+    assert state["similarity"]["raw_gamma_q"].item() != 0.0  # gamma was trained
+    assert record["metrics"]["gamma_q"] == pytest.approx(
+        torch.sigmoid(state["similarity"]["raw_gamma_q"]).item()
+    )
+    assert 0.0 <= record["metrics"]["ndcg10_mean"] <= 1.0

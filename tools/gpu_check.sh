@@ -27,7 +27,7 @@ run clip --variants cosine qnorm --set coco_root=tests/fixtures/clip/coco \
   --set epochs=1 --set batch_size=3 --set zero_shot=false --set loss_direction=sym
 run sts --variants cosine dnorm --set encoder=$S/facebook/contriever --set data_dir=tests/fixtures/sts/stsb_original \
   --set nli_file=tests/fixtures/sts/AllNLI.tsv.gz --set epochs=1
-run retrieval --variants cosine qnorm learn --set encoder=contriever --set model_dir=$S --set data_dir=tests/fixtures/retrieval \
+run retrieval --variants cosine qnorm learn --set train_processes=1 --set encoder=contriever --set model_dir=$S --set data_dir=tests/fixtures/retrieval \
   --set "test_sets=[msmarco_dev, trec_dl19, scifact, cqadupstack, biology]" --set "rag_sets=[nq]" --set batch_size=2 \
   --set max_steps=2 --set dev_queries=4 --set dev_corpus=50 --set fisher_pairs=64 --set fisher_batch=16 --set n_evals=2
 run synthetic --variants cosine qnorm --set task=asymmetric --set epochs=2

@@ -151,12 +151,16 @@ def retrieval_similarity(variant: str, init_gamma: float = 0.5):
     return score_function(variant)
 
 
-def retrieval_loss(model, similarity, scale: float = 20.0):
+def retrieval_loss(model, similarity, scale: float = 20.0, gather_across_devices: bool = False):
     """sentence-transformers' own MultipleNegativesRankingLoss (query -> document, in-batch negatives),
-    patched only at the scoring step. ``scale`` = alpha = 1/tau, the same for every variant."""
+    patched only at the scoring step. ``scale`` = alpha = 1/tau, the same for every variant.
+    ``gather_across_devices``: under DDP, each query also sees the other processes' documents as negatives
+    (the library's all-gather with gradients); a no-op in a single process."""
     from sentence_transformers.losses import MultipleNegativesRankingLoss
 
-    return MultipleNegativesRankingLoss(model, scale=scale, similarity_fct=similarity)
+    return MultipleNegativesRankingLoss(
+        model, scale=scale, similarity_fct=similarity, gather_across_devices=gather_across_devices
+    )
 
 
 def encoder_from_checkpoint(
@@ -311,7 +315,9 @@ def train_retriever(
     train = Dataset.from_dict(
         {"anchor": [query_prefix + q for q, _ in pairs], "positive": [doc_prefix + d for _, d in pairs]}
     )
-    steps_per_epoch = len(pairs) // batch_size
+    from ..distributed import world_size
+
+    steps_per_epoch = len(pairs) // (batch_size * world_size())
     total = max_steps if max_steps > 0 else max(1, math.ceil(steps_per_epoch * epochs))
     eval_steps = max(1, math.ceil(total / max(1, n_evals)))
     args = SentenceTransformerTrainingArguments(
@@ -338,6 +344,8 @@ def train_retriever(
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
+        # Under torchrun on the CPU; naming a backend in a single process would make Accelerate expect a group.
+        ddp_backend="gloo" if world_size() > 1 and not torch.cuda.is_available() else None,
         learning_rate_mapping={r"raw_gamma_": gamma_lr}
         if gamma_lr > 0 and isinstance(loss.similarity_fct, torch.nn.Module)
         else {},

@@ -8,6 +8,7 @@ Pipeline used by ``notebooks/retrieval.ipynb``:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..data import retrieval as rdata
 from ..diagnostics import effect_size_band
+from ..distributed import check_processes
 from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS
 from ..symmetry import asymmetric
@@ -94,6 +96,9 @@ def validate(params: dict[str, Any]) -> None:
                 f"encoder_overrides[{enc!r}] has unknown keys {sorted(bad)}; allowed: {', '.join(TRAINING_KEYS)}"
             )
     p = effective_params(params)
+    check_processes(p.get("train_processes", 1))
+    if not isinstance(p.get("gather_across_devices", False), bool):
+        raise ValueError(f"gather_across_devices must be true or false, got {p['gather_across_devices']!r}")
     for name in ("lr", "scale", "batch_size", "max_seq_length", "epochs"):
         if name in p and not p[name] > 0:
             raise ValueError(f"{name} must be > 0, got {p[name]!r}")
@@ -146,20 +151,30 @@ def validate(params: dict[str, Any]) -> None:
 def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
     """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets."""
     p = effective_params(params)
-    root = data_root(p)
-    source = p.get("data_source", "pydoc")
     tests = {}
     for name in p["test_sets"]:
-        data = rdata.load_test_set(name, root)
+        data = rdata.load_test_set(name, data_root(p))
         tests[name] = subsample(data, p.get("test_queries", 0), p.get("test_corpus", 0))
+    return {
+        **prepare_training_data(p),
+        "heldout": rdata.load_heldout_pairs(
+            p.get("data_source", "pydoc"), data_root(p), p.get("fisher_pairs", 0)
+        )
+        if p.get("fisher_pairs")
+        else [],
+        "tests": tests,
+    }
+
+
+def prepare_training_data(params: dict[str, Any]) -> dict[str, Any]:
+    """What training needs: the training pairs and the dev set (all a distributed worker loads)."""
+    p = effective_params(params)
+    root = data_root(p)
+    source = p.get("data_source", "pydoc")
     return {
         "root": root,
         "train": rdata.load_training_pairs(source, root, p.get("n_train_pairs", 0)),
         "dev": subsample(rdata.load_dev_set(source, root), p.get("dev_queries", 0), p.get("dev_corpus", 0)),
-        "heldout": rdata.load_heldout_pairs(source, root, p.get("fisher_pairs", 0))
-        if p.get("fisher_pairs")
-        else [],
-        "tests": tests,
     }
 
 
@@ -252,11 +267,26 @@ def train(
     run_dir: str | Path,
 ) -> dict[str, Any]:
     """Fine-tune with sentence-transformers' trainer and MultipleNegativesRankingLoss under ``variant``;
-    the best dev-nDCG@10 checkpoint (scored with the run's own variant) is restored."""
-    from ..adapters import sentence_transformers as st
+    the best dev-nDCG@10 checkpoint (scored with the run's own variant) is restored into ``model``.
 
+    With ``train_processes`` > 1 the training runs in that many DDP processes (torchrun, one GPU each;
+    gloo on the CPU where there is no CUDA), ``batch_size`` per process, in-batch negatives gathered
+    across processes if ``gather_across_devices``; the trained state is then loaded into ``model``."""
     p = effective_params(params)
+    if p.get("train_processes", 1) > 1:
+        return _train_distributed(model, info, params, variant, seed, run_dir)
+    return _train_here(model, data, info, p, variant, seed, run_dir)
+
+
+def _train_here(model, data, info: EncoderInfo, p: dict[str, Any], variant: str, seed: int, run_dir) -> dict:
+    import torch
+
+    from ..adapters import sentence_transformers as st
+    from ..distributed import average_gradients_across_ranks, world_size
+
     similarity = st.retrieval_similarity(variant, p.get("init_gamma", 0.5))
+    if isinstance(similarity, torch.nn.Module):
+        average_gradients_across_ranks(similarity)
     evaluator = st.retrieval_evaluator(
         data["dev"],
         similarity,
@@ -265,7 +295,7 @@ def train(
         doc_prefix=info.doc_prefix,
     )
     evaluator(model, epoch=0.0, steps=0)  # the starting point of the trajectories (not a candidate)
-    loss = st.retrieval_loss(model, similarity, p["scale"])
+    loss = st.retrieval_loss(model, similarity, p["scale"], p.get("gather_across_devices", False))
     best = st.train_retriever(
         model,
         data["train"],
@@ -290,7 +320,64 @@ def train(
         "best_step": best.best_step,
         "best_dev_ndcg10": best.best_metric,
         "total_steps": best.total_steps,
+        "world_size": world_size(),
+        "global_batch_size": p["batch_size"] * world_size(),
+        "gather_across_devices": bool(loss.gather_across_devices),
     }
+
+
+TRAINED_STATE = "trained.pt"
+
+
+def _train_distributed(model, info, params, variant, seed, run_dir) -> dict[str, Any]:
+    import torch
+
+    from ..adapters import sentence_transformers as st
+    from ..distributed import launch
+
+    p = effective_params(params)
+    workdir = Path(run_dir) / "ddp"
+    spec = {"params": params, "variant": variant, "seed": seed, "run_dir": str(run_dir)}
+    launch("embsym_lib.families.retrieval:train_worker", spec, p["train_processes"], workdir)
+    state = torch.load(workdir / TRAINED_STATE, map_location="cpu", weights_only=False)
+    model.load_state_dict(state.pop("model"))
+    similarity = st.retrieval_similarity(variant, p.get("init_gamma", 0.5))
+    if state["similarity"] is not None:
+        similarity.load_state_dict(state["similarity"])
+    state["similarity"] = similarity
+    return state
+
+
+def train_worker(spec: dict[str, Any]) -> None:
+    """One DDP process of ``_train_distributed`` (run by torchrun through ``embsym_lib.distributed``).
+    Every process rebuilds the same data and initial encoder from the parameters; rank 0 saves the
+    restored best state. Each rank also writes a fingerprint of its final parameters, which must agree."""
+    import torch
+
+    from ..distributed import is_main_process, local_device, rank
+    from ..notebook import seed_everything
+
+    params, variant, seed = spec["params"], spec["variant"], spec["seed"]
+    seed_everything(seed)
+    p = effective_params(params)
+    model, info = build_encoder(params, seed, local_device())
+    trained = _train_here(model, prepare_training_data(p), info, p, variant, seed, spec["run_dir"])
+    workdir = Path(spec["run_dir"]) / "ddp"
+    similarity = trained["similarity"]
+    sim_state = similarity.state_dict() if isinstance(similarity, torch.nn.Module) else None
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    tensors += list((sim_state or {}).values())
+    fingerprint = {
+        "rank": rank(),
+        "sum": float(sum(t.double().sum().item() for t in tensors)),
+        "sq": float(sum(t.double().square().sum().item() for t in tensors)),
+        "gather_across_devices": trained["gather_across_devices"],
+        "total_steps": trained["total_steps"],
+    }
+    (workdir / f"rank{rank()}.json").write_text(json.dumps(fingerprint))
+    if is_main_process():
+        cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save({**trained, "model": cpu, "similarity": sim_state}, workdir / TRAINED_STATE)
 
 
 def scoring_module(similarity):
@@ -413,10 +500,8 @@ def flat_metrics(
         )["mean"]
     metrics["cohen_d_mean"] = float(np.nanmean([r["cohen_d"] for r in results.values()]))
     metrics["dev_ndcg10_best"] = trained["best_dev_ndcg10"]
-    last = trained["history"][-1]
-    for key in ("gamma_q", "gamma_d"):
-        if key in last:
-            metrics[key] = last[key]
+    if hasattr(trained["similarity"], "gammas"):
+        metrics.update(trained["similarity"].gammas())  # of the restored best checkpoint
     if fisher:
         metrics["fisher_log10_kappa_qnorm"] = math.log10(fisher["kappa_qnorm"])
         metrics["fisher_log10_kappa_dnorm"] = math.log10(fisher["kappa_dnorm"])
