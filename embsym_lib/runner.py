@@ -78,6 +78,9 @@ def run_point(
             progress_bar=False,
             cwd=str(records.PROJECT_ROOT),  # relative paths in params are relative to the project root
             execution_timeout=execution_timeout,
+            # The kernel listens on loopback only; ipykernel's per-run warning about unencrypted TCP
+            # would otherwise bury the sweep's progress lines. Kernel errors still show.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except KeyboardInterrupt:
         _mark_unfinished(run_dir, point, params, "interrupted", "interrupted by the user", started, t0)
