@@ -172,6 +172,24 @@ def test_miniimagenet_fixture_loads_through_learn2learn():
     assert sorted(p.name for p in FIXTURES.iterdir()) == before  # no bookkeeping files written
 
 
+def test_fewer_classes_than_ways_is_one_clear_error():
+    from embsym_lib.families import fewshot as family
+
+    params = {
+        "dataset": "miniimagenet",
+        "data_root": str(FIXTURES),
+        "class_split": [1, 1, 1],
+        "samples_per_class": 20,
+        "data_seed": 0,
+        "jitter": 0.0,
+        "ways": 5,
+        "train_ways": 2,
+    }
+    with pytest.raises(ValueError, match="ways=5 classes per split, but validation has 2, test has 2"):
+        family.load_data(params)
+    assert family.load_data({**params, "ways": 2}).name == "miniimagenet"
+
+
 def test_missing_paper_data_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="omniglot-py"):
         data.load("omniglot", str(tmp_path))

@@ -139,7 +139,8 @@ def resolve_device(name: str) -> str:
 
 
 def load_data(params: dict[str, Any]) -> data.FewShotSplits:
-    return data.load(
+    """The dataset's splits, checked against the episode shapes before any training."""
+    splits = data.load(
         params["dataset"],
         str(project_path(params["data_root"])) if params["dataset"] != "glyphs" else params["data_root"],
         params["class_split"],
@@ -147,6 +148,25 @@ def load_data(params: dict[str, Any]) -> data.FewShotSplits:
         params["data_seed"],
         params["jitter"],
     )
+    check_episode_classes(splits, params)
+    return splits
+
+
+def check_episode_classes(splits: data.FewShotSplits, params: dict[str, Any]) -> None:
+    """Every split must hold as many classes as its episodes draw (local datasets are only counted once
+    loaded: miniImageNet's split is fixed by its pickles, Omniglot's by the folders present)."""
+    needed = {"train": params["train_ways"], "validation": params["ways"], "test": params["ways"]}
+    short = {
+        split: len(splits.class_names[split])
+        for split, ways in needed.items()
+        if len(splits.class_names[split]) < ways
+    }
+    if short:
+        have = ", ".join(f"{split} has {n}" for split, n in short.items())
+        raise ValueError(
+            f"{splits.name}: episodes need train_ways={needed['train']} and ways={needed['validation']} "
+            f"classes per split, but {have}"
+        )
 
 
 def build_model(params: dict[str, Any], splits: data.FewShotSplits):
