@@ -7,6 +7,10 @@ A params file::
     seeds: [0, 1, 2]
     grid:            # optional extra axes, each must be one of the family's grid_axes
       task: [asymmetric, symmetric]
+    # or a list of blocks whose points are united, each with optional variants/seeds of its own:
+    # grid:
+    #   - {task: [asymmetric]}
+    #   - {task: [symmetric], variants: [cosine, dot]}
     parameters:      # values for the notebook's parameters cell (names and types checked against it)
       epochs: 3
     resources: {cpus: 1, gpus: 0}
@@ -191,7 +195,10 @@ def expand(
     overrides: dict[str, Any] | None = None,
     params_dir: Path = PARAMS_DIR,
 ) -> list[GridPoint]:
-    """All grid points of a family under a profile, each validated; raises ParamError on the first problem."""
+    """All grid points of a family under a profile, each validated; raises ParamError on the first problem.
+
+    ``variants``/``seeds`` (the command line's) replace the file's everywhere, in every grid block.
+    An override of a grid axis restricts the sweep to that value."""
     spec = get_family(family)
     raw = load_profile(family, profile, params_dir)
     where = raw["_path"]
@@ -200,36 +207,92 @@ def expand(
         if name not in defaults:
             raise ParamError(f"{notebook_path(spec)}: parameters cell must define {name!r}")
 
-    variant_list = (
-        variants if variants else _as_list(raw.get("variants", list(spec.variants)), "variants", where)
-    )
-    seed_list = seeds if seeds is not None and len(seeds) else _as_list(raw.get("seeds", [0]), "seeds", where)
-    grid = raw.get("grid") or {}
-    if not isinstance(grid, dict):
-        raise ParamError(f"{where}: grid must be a mapping of axis -> list of values")
-    for axis in grid:
-        if axis not in spec.grid_axes:
-            raise ParamError(
-                f"{where}: unknown grid axis {axis!r} for {family}; valid axes are: {', '.join(spec.grid_axes) or '(none)'}"
-            )
+    file_variants = _as_list(raw.get("variants", list(spec.variants)), "variants", where)
+    file_seeds = _as_list(raw.get("seeds", [0]), "seeds", where)
     base = dict(raw.get("parameters") or {})
-    grid = dict(grid)
+    blocks = _grid_blocks(raw.get("grid"), spec, where)
     for name, value in (overrides or {}).items():
-        if name in grid:
-            grid[name] = [value]  # overriding a grid axis restricts the sweep to that value
-        else:
+        axis_somewhere = False
+        for block in blocks:
+            if name in block["axes"]:
+                block["axes"][name] = [value]
+                axis_somewhere = True
+        if not axis_somewhere:
             base[name] = value
     for name in RESERVED:
-        if name in base or name in grid:
+        if name in base or any(name in b["axes"] for b in blocks):
             raise ParamError(
                 f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters"
             )
     check_types(base, defaults, where)
-    axis_names = list(grid)
-    axis_values = [_as_list(grid[a], f"grid.{a}", where) for a in axis_names]
-    for a, vals in zip(axis_names, axis_values, strict=True):
-        for v in vals:
-            check_types({a: v}, defaults, where)
+
+    resources = dict(raw.get("resources") or {})
+    points: dict[str, GridPoint] = {}  # by run id: blocks may overlap
+    for block in blocks:
+        variant_list = variants or block.get("variants") or file_variants
+        seed_list = seeds if seeds is not None and len(seeds) else block.get("seeds") or file_seeds
+        _check_variants_and_seeds(variant_list, seed_list, spec, where)
+        axis_names = list(block["axes"])
+        axis_values = [_as_list(block["axes"][a], f"grid.{a}", where) for a in axis_names]
+        for a, vals in zip(axis_names, axis_values, strict=True):
+            for v in vals:
+                check_types({a: v}, defaults, where)
+        for combo in itertools.product(*axis_values):
+            axes = dict(zip(axis_names, combo, strict=True))
+            for variant in variant_list:
+                for seed in seed_list:
+                    params = {
+                        **{k: v for k, v in defaults.items() if v is not ...},
+                        **base,
+                        **axes,
+                        "variant": variant,
+                        "seed": seed,
+                        "profile": profile,
+                    }
+                    params["run_dir"] = ""
+                    validate_point(
+                        spec,
+                        params,
+                        where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
+                    )
+                    _check_processes_fit(params, resources, where)
+                    rid = run_id_for(profile, axes, params)
+                    points.setdefault(
+                        rid,
+                        GridPoint(family, profile, params, axes, rid, resources, str(notebook_path(spec))),
+                    )
+    return list(points.values())
+
+
+def _grid_blocks(grid: Any, spec: FamilySpec, where: str) -> list[dict[str, Any]]:
+    """``grid`` is one mapping of axis -> values, or a list of such blocks whose points are united; a
+    block may also set its own ``variants`` and ``seeds`` (e.g. only the paper's six CLIP configurations:
+    ``[{loss_direction: [sym], variants: [cosine, dot]}, {loss_direction: [i2t, t2i], variants: [qnorm, dot]}]``)."""
+    raw_blocks = grid if isinstance(grid, list) else [grid or {}]
+    if not raw_blocks:
+        raise ParamError(f"{where}: grid is an empty list; leave it out for no axes")
+    blocks = []
+    for i, block in enumerate(raw_blocks):
+        label = "grid" if not isinstance(grid, list) else f"grid[{i}]"
+        if not isinstance(block, dict):
+            raise ParamError(f"{where}: {label} must be a mapping of axis -> list of values")
+        axes = {k: v for k, v in block.items() if k not in ("variants", "seeds")}
+        for axis in axes:
+            if axis not in spec.grid_axes:
+                raise ParamError(
+                    f"{where}: unknown grid axis {axis!r} in {label} for {spec.name}; valid axes are: "
+                    f"{', '.join(spec.grid_axes) or '(none)'}"
+                )
+        blocks.append(
+            {
+                "axes": axes,
+                **{k: _as_list(block[k], f"{label}.{k}", where) for k in ("variants", "seeds") if k in block},
+            }
+        )
+    return blocks
+
+
+def _check_variants_and_seeds(variant_list: list, seed_list: list, spec: FamilySpec, where: str) -> None:
     for v in variant_list:
         try:
             check_variant(v, spec.variants)
@@ -238,41 +301,6 @@ def expand(
     for s in seed_list:
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             raise ParamError(f"{where}: seeds must be non-negative integers, got {s!r}")
-
-    resources = dict(raw.get("resources") or {})
-    points: list[GridPoint] = []
-    for combo in itertools.product(*axis_values):
-        axes = dict(zip(axis_names, combo, strict=True))
-        for variant in variant_list:
-            for seed in seed_list:
-                params = {
-                    **{k: v for k, v in defaults.items() if v is not ...},
-                    **base,
-                    **axes,
-                    "variant": variant,
-                    "seed": seed,
-                    "profile": profile,
-                }
-                params["run_dir"] = ""
-                validate_point(
-                    spec,
-                    params,
-                    where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
-                )
-                _check_processes_fit(params, resources, where)
-                rid = run_id_for(profile, axes, params)
-                points.append(
-                    GridPoint(
-                        family,
-                        profile,
-                        params,
-                        axes,
-                        rid,
-                        resources,
-                        str(notebook_path(spec)),
-                    )
-                )
-    return points
 
 
 def _check_processes_fit(params: dict[str, Any], resources: dict[str, Any], where: str) -> None:

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import yaml
 
 from embsym_lib import records
 from embsym_lib.params import ParamError, expand, notebook_defaults, parse_override, run_id_for
@@ -99,3 +100,54 @@ def test_records_are_complete_and_atomic(tmp_path):
         records.write_record(tmp_path / "r2", family="x", params={}, status="done")
     records.update_record(tmp_path / "r1", status="failed")
     assert records.read_record(tmp_path / "r1")["status"] == "failed"
+
+
+def _synthetic_points(tmp_path, grid, **kwargs):
+    (tmp_path / "offline").mkdir(exist_ok=True)
+    (tmp_path / "offline" / "synthetic.yaml").write_text(
+        yaml.safe_dump({"variants": ["cosine", "dot"], "seeds": [0], "grid": grid})
+    )
+    points = expand("synthetic", "offline", params_dir=tmp_path, **kwargs)
+    return sorted((p.params["task"], p.params["variant"], p.params["seed"]) for p in points)
+
+
+def test_grid_blocks_are_united_with_their_own_variants_and_seeds(tmp_path):
+    grid = [
+        {"task": ["asymmetric"]},
+        {"task": ["symmetric", "asymmetric"], "variants": ["qnorm"], "seeds": [1, 2]},
+        {"task": ["asymmetric"], "variants": ["cosine"]},  # overlaps the first block: no duplicate
+    ]
+    assert _synthetic_points(tmp_path, grid) == [
+        ("asymmetric", "cosine", 0),
+        ("asymmetric", "dot", 0),
+        ("asymmetric", "qnorm", 1),
+        ("asymmetric", "qnorm", 2),
+        ("symmetric", "qnorm", 1),
+        ("symmetric", "qnorm", 2),
+    ]
+    # the command line's variants and seeds replace every block's; an axis override restricts every block
+    assert _synthetic_points(tmp_path, grid, variants=["dnorm"], seeds=[5]) == [
+        ("asymmetric", "dnorm", 5),
+        ("symmetric", "dnorm", 5),
+    ]
+    assert _synthetic_points(tmp_path, grid, overrides={"task": "symmetric"}) == [
+        ("symmetric", "cosine", 0),
+        ("symmetric", "dot", 0),
+        ("symmetric", "qnorm", 1),
+        ("symmetric", "qnorm", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ([], "grid is an empty list"),
+        (["task"], r"grid\[0\] must be a mapping"),
+        ([{"task": ["asymmetric"]}, {"encoder": ["x"]}], r"unknown grid axis 'encoder' in grid\[1\]"),
+        ([{"task": ["asymmetric"], "variants": ["cosine", "l2"]}], "unknown similarity variant 'l2'"),
+        ([{"task": ["asymmetric"], "seeds": [-1]}], "seeds must be non-negative"),
+    ],
+)
+def test_bad_grid_blocks(tmp_path, grid, message):
+    with pytest.raises(ParamError, match=message):
+        _synthetic_points(tmp_path, grid)
