@@ -130,6 +130,7 @@ def run_grid(
     execution_timeout: int | None = None,
 ) -> list[RunResult]:
     """Run every grid point (``jobs`` at a time); returns one RunResult per point, in order."""
+    _check_local_gpu_jobs(points, jobs)
     results: list[RunResult | None] = [None] * len(points)
     lock = threading.Lock()
     done = 0
@@ -153,6 +154,17 @@ def run_grid(
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())
     return [r for r in results if r is not None]
+
+
+def _check_local_gpu_jobs(points: Sequence[GridPoint], jobs: int) -> None:
+    """Parallel local runs would all start on the same GPUs (this backend does not partition them)."""
+    import torch
+
+    if jobs > 1 and torch.cuda.is_available() and any(p.resources.get("gpus", 0) for p in points):
+        raise ValueError(
+            f"--jobs {jobs} with runs that declare GPUs: the local backend would put every parallel run "
+            "on the same GPUs; use --jobs 1, or --backend ray, which gives each run the GPUs it declares"
+        )
 
 
 def run_grid_ray(

@@ -96,3 +96,19 @@ def test_ray_backend_runs_two_families_with_resume_and_failure_isolation(dummy_f
     assert results[3].record["family"] == "synthetic" and results[3].record["metrics"]["spearman"] > -1
     again = run_grid_ray(points, outputs)
     assert [r.status for r in again] == ["skipped", "skipped", "failed", "skipped"]
+
+
+def test_parallel_local_gpu_runs_are_refused_before_any_compute(dummy_family, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    _, params_dir = dummy_family
+    points = [
+        dataclasses.replace(p, resources={"gpus": 1})
+        for p in expand("dummy", "offline", params_dir=params_dir)
+    ]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ValueError, match="--jobs 2 with runs that declare GPUs"):
+        run_grid(points, tmp_path / "out", jobs=2)
+    assert not (tmp_path / "out").exists()
