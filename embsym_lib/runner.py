@@ -53,9 +53,13 @@ def _kernel_environment(profile: str, cpus: int | None = None) -> None:
 
 
 def run_point(
-    point: GridPoint, outputs_dir: Path = DEFAULT_OUTPUTS, execution_timeout: int | None = None
+    point: GridPoint,
+    outputs_dir: Path = DEFAULT_OUTPUTS,
+    execution_timeout: int | None = None,
+    max_threads: int | None = None,
 ) -> RunResult:
-    """Run one grid point (or skip it if already complete)."""
+    """Run one grid point (or skip it if already complete). Its kernel gets the CPU threads its profile
+    declares, at most ``max_threads`` (the machine's share of each of the parallel runs)."""
     import papermill as pm
 
     run_dir = Path(outputs_dir) / point.family / point.run_id
@@ -63,7 +67,8 @@ def run_point(
     if existing is not None and existing.get("status") == "complete":
         return RunResult(point, "skipped", run_dir, existing)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _kernel_environment(point.profile, int(point.resources.get("cpus", 0)) or None)
+    cpus = int(point.resources.get("cpus", 0)) or None
+    _kernel_environment(point.profile, min(cpus, max_threads) if cpus and max_threads else cpus)
     params = {**point.params, "run_dir": str(run_dir)}
     notebook = Path(point.notebook)
     t0 = time.perf_counter()
@@ -143,13 +148,16 @@ def run_grid(
             if on_result:
                 on_result(done, len(points), res)
 
+    # Parallel runs share the cores: a profile's cpus: 2 with --jobs 2 on two cores would oversubscribe.
+    max_threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
         for i, p in enumerate(points):
-            report(i, run_point(p, outputs_dir, execution_timeout))
+            report(i, run_point(p, outputs_dir, execution_timeout, max_threads))
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {
-                pool.submit(run_point, p, outputs_dir, execution_timeout): i for i, p in enumerate(points)
+                pool.submit(run_point, p, outputs_dir, execution_timeout, max_threads): i
+                for i, p in enumerate(points)
             }
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())

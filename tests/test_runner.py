@@ -112,3 +112,20 @@ def test_parallel_local_gpu_runs_are_refused_before_any_compute(dummy_family, tm
     with pytest.raises(ValueError, match="--jobs 2 with runs that declare GPUs"):
         run_grid(points, tmp_path / "out", jobs=2)
     assert not (tmp_path / "out").exists()
+
+
+def test_parallel_runs_share_the_cores(dummy_family, tmp_path, monkeypatch):
+    """A profile's cpus are capped at the machine's share per parallel run (kernels inherit the env)."""
+    import dataclasses
+    import os
+
+    from embsym_lib.runner import run_point
+
+    _, params_dir = dummy_family
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(var, "99")  # restored after the test
+    point = dataclasses.replace(expand("dummy", "offline", params_dir=params_dir)[0], resources={"cpus": 4})
+    assert run_point(point, tmp_path / "a", max_threads=1).status == "complete"
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert run_point(point, tmp_path / "b").status == "complete"
+    assert os.environ["OMP_NUM_THREADS"] == "4"
