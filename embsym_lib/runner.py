@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 import threading
@@ -154,13 +155,36 @@ def run_grid(
         for i, p in enumerate(points):
             report(i, run_point(p, outputs_dir, execution_timeout, max_threads))
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {
-                pool.submit(run_point, p, outputs_dir, execution_timeout, max_threads): i
-                for i, p in enumerate(points)
-            }
+        in_flight: set[int] = set()  # idents of the worker threads inside run_point
+
+        def run_tracked(point: GridPoint) -> RunResult:
+            with lock:
+                in_flight.add(threading.get_ident())
+            try:
+                return run_point(point, outputs_dir, execution_timeout, max_threads)
+            finally:
+                with lock:
+                    in_flight.discard(threading.get_ident())
+
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
+            futures = {pool.submit(run_tracked, p): i for i, p in enumerate(points)}
             for fut in as_completed(futures):
                 report(futures[fut], fut.result())
+        except KeyboardInterrupt:
+            # Ctrl-C reaches only this thread. Queued points are dropped; each running thread gets a
+            # KeyboardInterrupt (raised at its next poll of the kernel), so each run stops its kernel and
+            # marks its record `interrupted` exactly as a serial run does, instead of running on.
+            pool.shutdown(wait=False, cancel_futures=True)
+            with lock:
+                running = list(in_flight)
+            for ident in running:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt)
+                )
+            pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
     return [r for r in results if r is not None]
 
 

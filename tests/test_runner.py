@@ -129,3 +129,26 @@ def test_parallel_runs_share_the_cores(dummy_family, tmp_path, monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "1"
     assert run_point(point, tmp_path / "b").status == "complete"
     assert os.environ["OMP_NUM_THREADS"] == "4"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_parallel_runs_promptly(dummy_family, tmp_path):
+    """With --jobs 2, Ctrl-C stops the running kernels and marks their records interrupted (it used to
+    wait for them to finish); queued points never start."""
+    import signal
+    import threading
+    import time
+
+    _, params_dir = dummy_family
+    points = expand("dummy", "offline", params_dir=params_dir, overrides={"sleep": 120.0})
+    assert len(points) == 4
+    main = threading.main_thread().ident
+    timer = threading.Timer(10.0, signal.pthread_kill, (main, signal.SIGINT))  # Ctrl-C
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(points, tmp_path / "out", jobs=2)
+    assert time.perf_counter() - t0 < 60
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("dummy/*/record.json")]
+    assert sorted(r["status"] for r in recs) == ["interrupted", "interrupted"]
+    assert all(r["error"] == "interrupted by the user" for r in recs)
