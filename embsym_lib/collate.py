@@ -199,7 +199,7 @@ def render_report(outputs_dir: Path, profile: str = "offline") -> Path:
     import papermill as pm
     from nbconvert import HTMLExporter
 
-    from .runner import _kernel_environment
+    from .runner import KERNEL_ARGUMENTS, _kernel_environment
 
     outputs_dir = Path(outputs_dir)
     outputs_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +212,7 @@ def render_report(outputs_dir: Path, profile: str = "offline") -> Path:
         kernel_name="python3",
         progress_bar=False,
         cwd=str(NOTEBOOKS_DIR),
+        extra_arguments=KERNEL_ARGUMENTS,
     )
     exporter = HTMLExporter(
         template_name="embsym",

@@ -24,6 +24,9 @@ from .families import get_family
 from .params import GridPoint
 
 DEFAULT_OUTPUTS = records.PROJECT_ROOT / "outputs"
+# Kernels listen on loopback only; ipykernel's per-kernel warning about unencrypted TCP would otherwise
+# bury a sweep's progress lines. Kernel errors still show.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 @dataclass
@@ -84,9 +87,7 @@ def run_point(
             progress_bar=False,
             cwd=str(records.PROJECT_ROOT),  # relative paths in params are relative to the project root
             execution_timeout=execution_timeout,
-            # The kernel listens on loopback only; ipykernel's per-run warning about unencrypted TCP
-            # would otherwise bury the sweep's progress lines. Kernel errors still show.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except KeyboardInterrupt:
         _mark_unfinished(run_dir, point, params, "interrupted", "interrupted by the user", started, t0)

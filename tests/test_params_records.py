@@ -70,6 +70,7 @@ def test_notebook_defaults_read_the_parameters_cell(dummy_family):
         "run_dir": "",
         "fail": False,
         "value": 1.0,
+        "sleep": 0.0,
     }
     with pytest.raises(ParamError, match="notebook not found"):
         notebook_defaults("/nonexistent.ipynb")
