@@ -132,7 +132,7 @@ def test_parallel_runs_share_the_cores(dummy_family, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_parallel_runs_promptly(dummy_family, tmp_path):
+def test_ctrl_c_stops_parallel_runs_promptly(dummy_family, tmp_path, request):
     """With --jobs 2, Ctrl-C stops the running kernels and marks their records interrupted (it used to
     wait for them to finish); queued points never start."""
     import signal
@@ -142,6 +142,10 @@ def test_ctrl_c_stops_parallel_runs_promptly(dummy_family, tmp_path):
     _, params_dir = dummy_family
     points = expand("dummy", "offline", params_dir=params_dir, overrides={"sleep": 120.0})
     assert len(points) == 4
+    # A shell that starts a job in the background sets SIGINT to ignored, and Python keeps that: install
+    # the handler an interactive terminal gives, so this test does not depend on how it was launched.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     main = threading.main_thread().ident
     timer = threading.Timer(10.0, signal.pthread_kill, (main, signal.SIGINT))  # Ctrl-C
     timer.start()

@@ -338,9 +338,14 @@ def _train_distributed(model, info, params, variant, seed, run_dir) -> dict[str,
     p = effective_params(params)
     workdir = Path(run_dir) / "ddp"
     spec = {"params": params, "variant": variant, "seed": seed, "run_dir": str(run_dir)}
+    device = next(model.parameters()).device
+    model.to("cpu")  # rank 0 trains on this GPU: keep it free of the notebook's copy meanwhile
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     launch("embsym_lib.families.retrieval:train_worker", spec, p["train_processes"], workdir)
     state = torch.load(workdir / TRAINED_STATE, map_location="cpu", weights_only=False)
     model.load_state_dict(state.pop("model"))
+    model.to(device)
     similarity = st.retrieval_similarity(variant, p.get("init_gamma", 0.5))
     if state["similarity"] is not None:
         similarity.load_state_dict(state["similarity"])
