@@ -89,7 +89,7 @@ def launch(target: str, spec: dict[str, Any], nproc: int, workdir: str | Path) -
     """Run ``target`` ("package.module:function") in ``nproc`` torchrun processes and wait.
 
     Output of every process goes to ``workdir/torchrun.log`` (and is echoed); a failing worker raises
-    RuntimeError with the log's tail."""
+    RuntimeError with the worker's traceback (or the log's tail if no worker got as far as writing one)."""
     check_processes(nproc)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

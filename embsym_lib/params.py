@@ -230,7 +230,7 @@ def expand(
     points: dict[str, GridPoint] = {}  # by run id: blocks may overlap
     for block in blocks:
         variant_list = variants or block.get("variants") or file_variants
-        seed_list = seeds if seeds is not None and len(seeds) else block.get("seeds") or file_seeds
+        seed_list = seeds or block.get("seeds") or file_seeds
         _check_variants_and_seeds(variant_list, seed_list, spec, where)
         axis_names = list(block["axes"])
         axis_values = [_as_list(block["axes"][a], f"grid.{a}", where) for a in axis_names]

@@ -151,15 +151,15 @@ def validate(params: dict[str, Any]) -> None:
 def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
     """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets."""
     p = effective_params(params)
+    training = prepare_training_data(p)
+    root = training["root"]
     tests = {}
     for name in p["test_sets"]:
-        data = rdata.load_test_set(name, data_root(p))
+        data = rdata.load_test_set(name, root)
         tests[name] = subsample(data, p.get("test_queries", 0), p.get("test_corpus", 0))
     return {
-        **prepare_training_data(p),
-        "heldout": rdata.load_heldout_pairs(
-            p.get("data_source", "pydoc"), data_root(p), p.get("fisher_pairs", 0)
-        )
+        **training,
+        "heldout": rdata.load_heldout_pairs(p.get("data_source", "pydoc"), root, p.get("fisher_pairs", 0))
         if p.get("fisher_pairs")
         else [],
         "tests": tests,
