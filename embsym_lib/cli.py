@@ -51,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--profile", default="offline")
     c.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
 
+    cl = sub.add_parser("claims", help="test the paper's claims on the records and print the verdicts")
+    cl.add_argument("families", nargs="*", help="only these families (default: all)")
+    cl.add_argument("--profile", default="offline")
+    cl.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
+    cl.add_argument(
+        "--null-redraw",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="first shuffle the variant labels among the runs of each setting and seed (every variant drawn "
+        "from one distribution): a calibrated engine then finds (almost) no variant effect",
+    )
+
     ls = sub.add_parser("list", help="families, profiles and what has run")
     ls.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
     return p
@@ -104,6 +117,38 @@ def _cmd_collate(args) -> int:
     return 0
 
 
+def _cmd_claims(args) -> int:
+    from . import claims
+    from .collate import load_records
+
+    unknown = [f for f in args.families if f not in registry()]
+    if unknown:
+        raise UnknownFamilyError(
+            f"unknown family {unknown[0]!r}; valid families are: {', '.join(registry())}"
+        )
+    records = load_records(args.outputs, profile=args.profile)
+    if args.null_redraw is not None and not records.empty:
+        records = claims.null_redraw(records, seed=args.null_redraw)
+    rows = claims.evaluate(records, claims.load_claims(args.families or None))
+    for _, r in rows.iterrows():
+        effect = (
+            ""
+            if r["effect"] != r["effect"]
+            else f"  effect {r['effect']:+.4g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]"
+        )
+        p = "" if r["p"] != r["p"] else f"  p {r['p']:.3g}"
+        print(f"{r['verdict']:16s} {r['id']}" + (f" [{r['setting']}]" if r["setting"] else "") + effect + p)
+        if r["verdict"] == claims.UNTESTABLE or r["reason"] and r["verdict"] == claims.INCONCLUSIVE:
+            print(f"{'':17s}{r['reason']}")
+    counts = claims.verdict_counts(rows)
+    print(
+        "embsym: "
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + f" ({len(records)} records, profile {args.profile})"
+    )
+    return 0
+
+
 def _cmd_list(args) -> int:
     from .collate import load_records
 
@@ -125,7 +170,8 @@ def _cmd_list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _cmd_run, "collate": _cmd_collate, "list": _cmd_list}[args.command](args)
+        commands = {"run": _cmd_run, "collate": _cmd_collate, "claims": _cmd_claims, "list": _cmd_list}
+        return commands[args.command](args)
     except (ParamError, UnknownFamilyError, ValueError, FileNotFoundError) as e:
         print(f"embsym: error: {e}", file=sys.stderr)
         return 2

@@ -1,15 +1,16 @@
-"""Collation: every run record -> tables, the functional-symmetry verdicts, and the HTML report."""
+"""Collation: every run record -> one frame, provenance, and the executed results notebook and HTML report.
+
+Verdicts come from ``claims``; tables and figures from ``report``."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import records, stats
+from . import records
 from .families import FamilySpec, registry
 from .params import NOTEBOOKS_DIR
 
@@ -38,6 +39,7 @@ def load_records(outputs_dir: Path, complete_only: bool = True, profile: str | N
             continue
         spec = families.get(rec.get("family"))
         row = {c: rec.get(c) for c in BASE_COLUMNS}
+        row["record_dir"] = str(path.parent)
         params = rec.get("params") or {}
         for axis in spec.grid_axes if spec else ():
             row[axis] = params.get(axis)
@@ -69,88 +71,6 @@ def _axis_groups(spec: FamilySpec, df: pd.DataFrame):
     for key, sub in df.groupby(axes, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         yield dict(zip(axes, key, strict=True)), sub
-
-
-def summary_table(spec: FamilySpec, df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds of every metric, one row per (axes, variant), plus p vs cosine."""
-    out = []
-    order = {v: i for i, v in enumerate(spec.variants)}
-    for axes, sub in _axis_groups(spec, df):
-        base = sub[sub["variant"] == "cosine"].set_index("seed")
-        for variant, vs in sorted(sub.groupby("variant"), key=lambda kv: order.get(kv[0], 99)):
-            row: dict[str, Any] = {**axes, "variant": variant, "seeds": len(vs)}
-            for m in spec.metrics:
-                if m in vs.columns:
-                    row[m] = stats.format_mean_std(vs[m].astype(float).tolist(), spec.metric_scale)
-            primary = spec.primary_metric_of({**sub.iloc[0]["params"], **axes})
-            p = _p_vs_cosine(primary, vs, base)
-            row[f"p vs cosine ({primary})"] = "" if math.isnan(p) else f"{p:.3g}{stats.significance_stars(p)}"
-            out.append(row)
-    return pd.DataFrame(out)
-
-
-def _p_vs_cosine(m: str, vs: pd.DataFrame, base: pd.DataFrame) -> float:
-    if vs["variant"].iloc[0] == "cosine" or m not in vs.columns or m not in base.columns:
-        return float("nan")
-    mine = vs.set_index("seed")[m]
-    common = sorted(set(mine.index) & set(base.index))
-    if len(common) < 2:
-        return float("nan")
-    return stats.paired_ttest(mine.loc[common].astype(float), base.loc[common, m].astype(float))[1]
-
-
-def rule_check(spec: FamilySpec, df: pd.DataFrame) -> pd.DataFrame:
-    """Per task (and axis group): does the paper's symmetry rule pick the winning variant?
-
-    Predicted set: cosine for a symmetric task, the magnitude-preserving variants (dot, qnorm, dnorm,
-    learn) for an asymmetric one. The winner is the variant with the best mean primary metric. The
-    rule *holds* when the winner is in the predicted set; the paired t-test (over seeds) compares
-    the best predicted variant with the best of the others.
-    """
-    rows = []
-    for axes, sub in _axis_groups(spec, df):
-        if sub.empty:
-            continue
-        point = {**sub.iloc[0]["params"], **axes}
-        sym, m = spec.symmetry_of(point), spec.primary_metric_of(point)
-        if m not in sub.columns:
-            continue
-        means = sub.groupby("variant")[m].mean().astype(float).dropna()
-        if means.empty:
-            continue
-        predicted = [v for v in sym.predicted_variants() if v in means.index]
-        others = [v for v in means.index if v not in sym.predicted_variants()]
-        winner = means.idxmax()
-        row = {
-            "family": spec.name,
-            **{k: v for k, v in axes.items()},
-            "task": sym.name,
-            "symmetry": sym.verdict,
-            "predicted": ", ".join(sym.predicted_variants()),
-            "metric": m,
-            "winner": winner,
-            "winner mean": means[winner] * spec.metric_scale,
-        }
-        if predicted and others:
-            best_pred = max(predicted, key=means.get)
-            best_other = max(others, key=means.get)
-            a = sub[sub.variant == best_pred].set_index("seed")[m].astype(float)
-            b = sub[sub.variant == best_other].set_index("seed")[m].astype(float)
-            common = sorted(set(a.index) & set(b.index))
-            p = stats.paired_ttest(a.loc[common], b.loc[common])[1] if len(common) >= 2 else float("nan")
-            diff = (means[best_pred] - means[best_other]) * spec.metric_scale
-            row.update(
-                {"best predicted": best_pred, "best other": best_other, "Δ (pred − other)": diff, "p": p}
-            )
-            if winner in sym.predicted_variants():
-                verdict = "supported" if p < 0.05 else "supported (n.s.)"
-            else:
-                verdict = "contradicted" if p < 0.05 else "contradicted (n.s.)"
-            row["rule"] = verdict
-        else:
-            row["rule"] = "untestable (a variant class is missing)"
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def mixed_parameters(spec: FamilySpec, df: pd.DataFrame) -> dict[str, list]:

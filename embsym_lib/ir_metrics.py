@@ -16,6 +16,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytrec_eval
@@ -101,8 +102,10 @@ def evaluate_run(
         }
         for q in main
     }
-    if per_query:
-        return rows
+    return rows if per_query else mean_over_queries(rows)
+
+
+def mean_over_queries(rows: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {m: float(np.mean([r[m] for r in rows.values()])) for m in METRICS}
 
 
@@ -115,10 +118,16 @@ def search_and_evaluate(
     similarity: str | Similarity,
     k: int = 100,
     exclude: Mapping[int, list[int]] | None = None,
-) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """Exact search + metrics; also returns the top-k (scores, indices) for diagnostics and RAG."""
+    per_query: bool = False,
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Exact search + metrics; also returns the top-k (scores, indices) for diagnostics and RAG.
+    With ``per_query`` the metrics also hold ``per_query``: {qid: {metric: value}} (the run's units)."""
     scores, idx = exact_search(query_emb, doc_emb, similarity, k=k, exclude=exclude)
-    return evaluate_run(qrels, to_run(query_ids, doc_ids, scores, idx)), scores, idx
+    rows = evaluate_run(qrels, to_run(query_ids, doc_ids, scores, idx), per_query=True)
+    metrics: dict[str, Any] = mean_over_queries(rows)
+    if per_query:
+        metrics["per_query"] = rows
+    return metrics, scores, idx
 
 
 # ----------------------------------------------------------------------------------------------

@@ -89,8 +89,12 @@ class RunContext:
         metrics: dict[str, float],
         curves: dict[str, dict[str, list]] | None = None,
         extra: dict[str, Any] | None = None,
+        units: dict[str, tuple[Any, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Write the complete record; returns it."""
+        """Write the complete record; returns it. ``units``: per-unit results of the test sets, name ->
+        (unit ids, values), written first to ``units.npz`` (``records.write_units``) so that a complete
+        record always has its sidecar."""
+        sizes = records.write_units(self.run_dir, units) if units else None
         return records.write_record(
             self.run_dir,
             family=self.spec.name,
@@ -99,6 +103,7 @@ class RunContext:
             metrics=metrics,
             curves=curves,
             extra=extra,
+            units=sizes,
             started=self.started,
             wall_time_s=self.elapsed(),
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD_NAME = "record.json"
+UNITS_NAME = "units.npz"
 SCHEMA_VERSION = 1
 STATUSES = ("complete", "failed", "interrupted", "running")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -146,6 +147,50 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def write_units(run_dir: Path, units: dict[str, tuple[Any, Any]]) -> dict[str, int]:
+    """Write the per-unit sidecar ``run_dir/units.npz`` atomically; returns name -> number of units.
+
+    ``units``: name (e.g. ``ndcg10/pydoc_scientific``) -> (unit ids, values), one value per unit of a
+    test set (query, triple, episode, user), so two runs' results can be paired unit by unit.
+    """
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    sizes: dict[str, int] = {}
+    for name, (ids, values) in units.items():
+        ids = np.asarray([str(i) for i in ids])
+        values = np.asarray(values, dtype=float)
+        if ids.shape != values.shape or ids.ndim != 1:
+            raise ValueError(f"units[{name!r}]: {ids.shape[0]} ids for {values.shape} values")
+        if len(set(ids.tolist())) != ids.size:
+            raise ValueError(f"units[{name!r}]: unit ids repeat")
+        arrays[f"{name}::ids"], arrays[f"{name}::values"] = ids, values
+        sizes[name] = int(ids.size)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=run_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, run_dir / UNITS_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sizes
+
+
+def read_units(run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The per-unit sidecar of a run: name -> (ids, values); empty when the run has none."""
+    import numpy as np
+
+    path = Path(run_dir) / UNITS_NAME
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        names = sorted({k.rsplit("::", 1)[0] for k in data.files})
+        return {n: (data[f"{n}::ids"], data[f"{n}::values"]) for n in names}
+
+
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / RECORD_NAME
     if not path.exists():
@@ -165,6 +210,7 @@ def write_record(
     metrics: dict[str, float] | None = None,
     curves: dict[str, dict[str, list]] | None = None,
     extra: dict[str, Any] | None = None,
+    units: dict[str, int] | None = None,
     error: str | None = None,
     started: str | None = None,
     wall_time_s: float | None = None,
@@ -188,6 +234,7 @@ def write_record(
         "metrics": metrics or {},
         "curves": curves or {},
         "extra": extra or {},
+        "units": units or {},
         "error": error,
         "started": started,
         "finished": now_iso(),

@@ -1,4 +1,6 @@
-"""Statistics over seeds: summaries, paired tests, bootstrap intervals, relative gains."""
+"""Descriptive statistics: summaries over seeds, confidence intervals of a mean, relative gains.
+
+Every hypothesis test and verdict lives in ``claims`` (one place)."""
 
 from __future__ import annotations
 
@@ -24,26 +26,6 @@ def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2
     if n == 1:
         return f"{m * scale:.{digits}f}"
     return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
-
-
-def paired_ttest(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Two-sided paired t-test of a vs b (pairs matched by position, e.g. by seed).
-
-    Returns (t, p). Fewer than two pairs: (NaN, NaN), no test is possible. Identical pairs: (0, 1).
-    """
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.shape != y.shape:
-        raise ValueError(f"paired test needs equal lengths, got {x.shape} and {y.shape}")
-    if x.size < 2:
-        return float("nan"), float("nan")
-    diff = x - y
-    if np.all(diff == 0):
-        return 0.0, 1.0
-    if np.all(diff == diff[0]):
-        # A constant non-zero difference: zero variance, the t statistic is infinite.
-        return math.copysign(float("inf"), diff[0]), 0.0
-    res = _st.ttest_rel(x, y)
-    return float(res.statistic), float(res.pvalue)
 
 
 def bootstrap_ci(
@@ -80,9 +62,3 @@ def relative_gain(value: float, baseline: float) -> float:
     if baseline == 0 or math.isnan(baseline):
         return float("nan")
     return (value - baseline) / abs(baseline)
-
-
-def significance_stars(p: float) -> str:
-    if p is None or math.isnan(p):
-        return ""
-    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else ""

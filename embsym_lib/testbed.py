@@ -25,26 +25,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import stats as st
 from torch import nn
 
-from .ir_metrics import evaluate_run, to_run
+from .ir_metrics import evaluate_run, mean_over_queries, to_run
 from .similarity import NORMALIZED_SIDES, LearnableSimilarity, Similarity, make_similarity
 
 TASKS = ("asymmetric", "symmetric", "ablation")
 
 
-def ranking_metrics(scores: torch.Tensor, relevant: list[list[int]], depth: int = 100) -> dict[str, float]:
-    """nDCG@10, MRR@10 and Recall@100 (pytrec_eval, via ``ir_metrics``) over each query's top ``depth``."""
+def ranking_metrics(
+    scores: torch.Tensor, relevant: list[list[int]], depth: int = 100, per_query: bool = False
+) -> dict[str, Any]:
+    """nDCG@10, MRR@10 and Recall@100 (pytrec_eval, via ``ir_metrics``) over each query's top ``depth``;
+    with ``per_query`` also ``per_query``: {query index: nDCG@10} (the run's units)."""
     top_scores, top_idx = scores.topk(min(depth, scores.shape[1]), dim=1)
     query_ids = [str(i) for i in range(scores.shape[0])]
     doc_ids = [str(j) for j in range(scores.shape[1])]
     qrels = {str(i): {str(j): 1 for j in docs} for i, docs in enumerate(relevant)}
-    out = evaluate_run(qrels, to_run(query_ids, doc_ids, top_scores, top_idx))
-    return {"ndcg@10": out["ndcg10"], "mrr@10": out["mrr10"], "recall@100": out["recall100"]}
+    rows = evaluate_run(qrels, to_run(query_ids, doc_ids, top_scores, top_idx), per_query=True)
+    out = mean_over_queries(rows)
+    metrics: dict[str, Any] = {
+        "ndcg@10": out["ndcg10"],
+        "mrr@10": out["mrr10"],
+        "recall@100": out["recall100"],
+    }
+    if per_query:
+        metrics["per_query"] = {q: r["ndcg10"] for q, r in rows.items()}
+    return metrics
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -252,16 +264,17 @@ def train_asymmetric(
 
 @torch.no_grad()
 def evaluate_asymmetric(
-    task: AsymmetricTask, q_enc, d_enc, similarity, score_variant: str | None = None
+    task: AsymmetricTask, q_enc, d_enc, similarity, score_variant: str | None = None, per_query: bool = False
 ) -> dict:
-    """Ranking metrics over the whole corpus, plus magnitude diagnostics against the ground truth."""
+    """Ranking metrics over the whole corpus, plus magnitude diagnostics against the ground truth (and
+    per-query nDCG@10 under ``per_query`` with ``per_query=True``)."""
     from .diagnostics import coefficient_of_variation, relevance_magnitude_d
 
     q = q_enc(task.test_q_x)
     d = d_enc(task.doc_x)
     sim = make_similarity(score_variant) if score_variant else similarity
     scores = sim.pairwise(q, d)
-    out = ranking_metrics(scores, task.test_relevant)
+    out = ranking_metrics(scores, task.test_relevant, per_query=per_query)
     d_norms = d.norm(dim=-1).numpy()
     q_norms = q.norm(dim=-1).numpy()
     relevant = dict(enumerate(task.test_relevant))

@@ -9,10 +9,12 @@ import torch
 from open_clip.loss import ClipLoss
 
 from embsym_lib.adapters import open_clip as clip_adapter
+from embsym_lib.claims import VERDICTS, evaluate, load_claims
 from embsym_lib.data.clip import COLORS, load_coco_captions, shapes_dataset, shapes_splits
 from embsym_lib.families import clip, get_family
 from embsym_lib.losses import info_nce, symmetric_info_nce
 from embsym_lib.params import ParamError, expand, validate_point
+from embsym_lib.records import read_units
 from embsym_lib.similarity import FIXED_VARIANTS, make_similarity, pairwise, power_normalize
 
 matplotlib.use("Agg")
@@ -268,7 +270,7 @@ def synthetic_records(seeds=(0, 1, 2), configs=None) -> pd.DataFrame:
                     "loss_direction": direction,
                     "dataset": "shapes",
                     **metrics,
-                    "params": {"loss_direction": direction},
+                    "params": {"loss_direction": direction, "dataset": "shapes", "zero_shot_model": ""},
                     "metrics": metrics,
                     "curves": {
                         "loss": {"x": [0, 1], "y": [2.0, 1.0]},
@@ -287,8 +289,18 @@ def test_report_runs_on_full_and_partial_records():
     clip.report(pd.DataFrame())
     table = clip.table6(synthetic_records(seeds=(0,), configs=[("cosine", "sym")]))
     assert table.loc["norm_sym", ("cos_r1_i2t", "paper")] == "38.40"
-    verdicts = clip.claims(synthetic_records(seeds=(0,), configs=[("cosine", "sym")]))
-    assert verdicts["verdict"].str.startswith("untestable").any()
+
+
+def test_clip_claims_evaluate_on_its_records():
+    out = evaluate(synthetic_records(), load_claims(["clip"])).set_index(["id", "setting"])
+    assert out["verdict"].isin(VERDICTS).all()
+    # the rule follows each loss direction's symmetry; the zero-shot claim needs real CLIP weights
+    assert "symmetric" in out.loc[("clip.rule", "loss_direction=sym, dataset=shapes"), "reason"]
+    assert "asymmetric" in out.loc[("clip.rule", "loss_direction=i2t, dataset=shapes"), "reason"]
+    zero_shot = out.loc[("clip.zero_shot.dot_hurts", "dataset=shapes")]
+    assert zero_shot["verdict"] == "untestable here" and "no pretrained CLIP weights" in zero_shot["reason"]
+    one_seed = evaluate(synthetic_records(seeds=(0,)), load_claims(["clip"]))
+    assert (one_seed["verdict"] == "untestable here").all()
 
 
 def test_reference_maps_table6_onto_grid_points():
@@ -318,3 +330,7 @@ def test_notebook_end_to_end(tmp_path):
     assert math.isfinite(metrics["cohen_d_image"]) and metrics["final_logit_scale"] <= 100.0 + 1e-4
     assert result.record["extra"]["config"] == "imgnorm_i2t"
     assert len(result.record["curves"]["loss"]["y"]) == TINY["n_train"] // TINY["batch_size"]
+    units = read_units(result.run_dir)
+    for name in ("r1_i2t", "r1_t2i", "r1_i2t_cosine", "r1_t2i_dot"):
+        ids, hits = units[name]
+        assert np.mean(hits) == pytest.approx(metrics[name]), name

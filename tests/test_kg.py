@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from embsym_lib.claims import evaluate, load_claims
 from embsym_lib.families import get_family, kg
 from embsym_lib.params import ParamError, expand
+from embsym_lib.records import read_units
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, LearnableSimilarity, paired, pairwise
 
 pykeen_adapter = pytest.importorskip("embsym_lib.adapters.pykeen")
@@ -207,7 +209,7 @@ def test_training_on_a_fixture_registers_and_trains_learn_gammas(fixture_dataset
     fresh = pykeen_adapter.build_model(fixture_dataset.training, "learn", embedding_dim=8)
     assert fresh.interaction.similarity.gammas() == pytest.approx({"gamma_q": 0.5, "gamma_d": 0.5})
     params = _params(variant="learn", epochs=3)
-    model, result = kg.train(params, fixture_dataset)
+    model, result, evaluator = kg.train(params, fixture_dataset)
     # pipeline() builds its optimizer from model.get_grad_params(); the γ must be among them.
     grad_params = {id(p) for p in model.get_grad_params()}
     similarity = model.interaction.similarity
@@ -217,11 +219,15 @@ def test_training_on_a_fixture_registers_and_trains_learn_gammas(fixture_dataset
     metrics = kg.evaluate(result)
     assert all(0.0 <= metrics[m] <= 1.0 for m in kg.METRICS)
     assert metrics["hits_at_1"] <= metrics["hits_at_3"] <= metrics["hits_at_10"]
+    # one unit per test triple and side; their mean is the pipeline's own MRR
+    ids, rr = kg.units(evaluator, fixture_dataset)["mrr"]
+    assert len(ids) == len(set(ids)) == 2 * fixture_dataset.testing.num_triples
+    assert np.mean(rr) == pytest.approx(metrics["mrr"], rel=1e-6)
 
 
 def test_cross_evaluation_and_diagnostics(fixture_dataset):
     params = _params(variant="dot", epochs=2, composition="complex")
-    model, _ = kg.train(params, fixture_dataset)
+    model, _, _ = kg.train(params, fixture_dataset)
     assert model.interaction.composition == "complex"
     cross = kg.cross_evaluate(model, fixture_dataset, params)
     # Per-query ranking: qnorm ranks like dot, dnorm like cosine.
@@ -297,7 +303,12 @@ def _synthetic_records():
                         "wall_time_s": 1.0,
                         "dataset": dataset,
                         "composition": "distmult",
-                        "params": {},
+                        "params": {
+                            "dataset": dataset,
+                            "composition": "distmult",
+                            "variant": variant,
+                            "seed": seed,
+                        },
                         "metrics": metrics,
                         "curves": {},
                         "extra": {"cross_mrr": {v: mrr for v in FIXED_VARIANTS}},
@@ -313,10 +324,9 @@ def test_report_runs_on_synthetic_and_partial_records(monkeypatch):
     matplotlib.use("Agg")
     spec = get_family("kg")
     df = _synthetic_records()
-    table = kg.verdicts(df)
-    nations = table.set_index("dataset").loc["nations"]
-    assert nations["best"] in ("dot", "qnorm") and nations["rule"] == "supports"
-    assert table.set_index("dataset").loc["umls", "rule"].startswith("not significant")
+    rule = evaluate(df, load_claims(["kg"])).query("id == 'kg.rule'").set_index("setting")
+    assert rule.loc["dataset=nations, composition=distmult", "verdict"] == "supported"  # qnorm is +0.1
+    assert rule.loc["dataset=umls, composition=distmult", "verdict"] == "untestable here"  # one seed
     spec.report(df)
     spec.report(df[df["variant"] == "dot"].drop(columns=["extra"]))
     spec.report(df.iloc[0:0])
@@ -337,4 +347,7 @@ def test_notebook_end_to_end(tmp_path):
     assert all(math.isfinite(v) for v in metrics.values())
     assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
     assert set(result.record["extra"]["cross_mrr"]) == set(FIXED_VARIANTS)
+    ids, rr = read_units(result.run_dir)["mrr"]
+    assert result.record["units"] == {"mrr": len(ids)}
+    assert np.mean(rr) == pytest.approx(metrics["mrr"], rel=1e-6)
     assert len(result.record["curves"]["train_loss"]["y"]) == 2

@@ -98,9 +98,21 @@ def test_report_loads_in_chromium_without_console_errors(synthetic_runs):
             or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
         ]
         assert errors == [], errors
-        assert "Does the functional-symmetry rule pick the winner?" in text
+        assert "The paper's claims, tested" in text
         assert "Controlled synthetic testbed" in text
         assert images >= 1, "the embedded figures render"
+        rendered = dt.call(
+            "Runtime.evaluate",
+            returnByValue=True,
+            expression=(
+                "(() => { const t = document.getElementById('claims-table');"
+                " const f = document.getElementById('forest-plot');"
+                " return {rows: t ? t.tBodies[0].rows.length : 0, width: t ? t.offsetWidth : 0,"
+                " plot: f ? (f.complete && f.naturalWidth > 0 && f.offsetWidth > 0) : false}; })()"
+            ),
+        )["result"]["value"]
+        assert rendered["rows"] >= 1 and rendered["width"] > 0, "the claims table renders"
+        assert rendered["plot"], "the forest plot renders"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

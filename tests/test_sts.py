@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy.stats import pearsonr, spearmanr
 
+from embsym_lib.claims import evaluate, load_claims
 from embsym_lib.data import sts as data
 from embsym_lib.families import get_family, sts
 from embsym_lib.params import ParamError, expand
@@ -229,7 +230,7 @@ def _synthetic_records() -> pd.DataFrame:
                         "status": "complete",
                         "wall_time_s": 1.0,
                         "encoder": encoder,
-                        "params": {"encoder": encoder},
+                        "params": {"encoder": encoder, "variant": variant, "seed": seed},
                         "metrics": metrics,
                         "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}},
                         "extra": {},
@@ -241,10 +242,11 @@ def _synthetic_records() -> pd.DataFrame:
 
 def test_report_and_claims_on_synthetic_records():
     df = _synthetic_records()
-    table = sts.claims(df)
-    assert set(table["encoder"]) == {"offline:minilm", "scratch"}
-    dnorm = table[table["claim"].str.startswith("Sent2Norm")]
-    assert (dnorm["verdict"] == "cannot test (missing runs)").all()
+    table = evaluate(df, load_claims(["sts"])).set_index(["id", "setting"])
+    assert {s for _, s in table.index} == {"encoder=offline:minilm", "encoder=scratch"}
+    one_sided = table.loc["sts.one_sided_below_cosine"]
+    assert (one_sided["verdict"] == "untestable here").all()  # no dnorm runs
+    assert one_sided["reason"].str.contains("no runs of dnorm").all()
     get_family("sts").report(df)
     get_family("sts").report(df[(df["seed"] == 0) & (df["variant"] != "cosine")])
     ref = get_family("sts").reference()

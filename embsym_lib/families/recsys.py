@@ -15,7 +15,6 @@ and its popularity (training interaction count).
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ import torch
 from ..diagnostics import norm_stats, relevance_magnitude_d
 from ..records import project_path
 from ..similarity import FIXED_VARIANTS
-from ..stats import format_mean_std, paired_ttest
+from ..stats import format_mean_std
 from ..symmetry import asymmetric
 from . import FamilySpec
 
@@ -38,7 +37,6 @@ RECBOLE_KEYS: dict[str, str] = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall
 # and validating parameters never imports RecBole (seconds).
 MODELS: tuple[str, ...] = ("bpr", "lightgcn")
 LOSSES: tuple[str, ...] = ("bpr", "infonce")
-ONE_SIDED: tuple[str, ...] = ("qnorm", "dnorm")
 # Items whose magnitude enters the score under each variant (the item side is not normalized).
 ITEM_MAGNITUDE_SCORED: tuple[str, ...] = ("dot", "qnorm", "learn")
 
@@ -261,9 +259,27 @@ def _ours(result) -> dict[str, float]:
     return {name: float(result[key]) for name, key in RECBOLE_KEYS.items()}
 
 
-def evaluate(trainer, setup) -> dict[str, float]:
-    """Test metrics with RecBole's evaluator (full ranking), plus the best validation NDCG@10 and its epoch."""
-    metrics = _ours(trainer.evaluate(setup.test_data, load_best_model=False))
+def evaluate(trainer, setup) -> dict[str, Any]:
+    """Test metrics with RecBole's evaluator (full ranking), plus the best validation NDCG@10 and its epoch,
+    and ``per_user``: each test user's NDCG@10 from RecBole's own NDCG metric (for ``units``)."""
+    from recbole.evaluator.metrics import NDCG
+
+    captured = {}
+    evaluate_struct = trainer.evaluator.evaluate
+
+    def keep(struct):
+        captured["struct"] = struct
+        return evaluate_struct(struct)
+
+    trainer.evaluator.evaluate = keep
+    try:
+        metrics: dict[str, Any] = _ours(trainer.evaluate(setup.test_data, load_best_model=False))
+    finally:
+        trainer.evaluator.evaluate = evaluate_struct
+    ndcg = NDCG(setup.config)
+    per_user = ndcg.metric_info(*ndcg.used_info(captured["struct"]))[:, TOPK - 1]
+    # FullSortEvalDataLoader evaluates its users in uid_list order (it cannot shuffle)
+    metrics["per_user"] = ([f"user{int(u)}" for u in setup.test_data.uid_list], per_user.tolist())
     history = trainer.valid_history
     if history:
         best = max(range(len(history)), key=lambda i: (history[i]["valid_score"], -i))
@@ -272,6 +288,11 @@ def evaluate(trainer, setup) -> dict[str, float]:
         metrics["epochs_run"] = float(len(history))
     metrics.update({k: float(v) for k, v in setup.model.gammas().items()})
     return metrics
+
+
+def units(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The record's per-user sidecar (popped from ``evaluate``'s metrics); its mean is ``ndcg_at_10``."""
+    return {"ndcg_at_10": metrics.pop("per_user")}
 
 
 def cross_evaluate(trainer, setup) -> dict[str, float]:
@@ -403,51 +424,6 @@ def _by_seed(part: pd.DataFrame, variant: str, column: str) -> pd.Series:
     return rows.groupby("seed")[column].mean().dropna()
 
 
-def claim_table(df: pd.DataFrame, metric: str = "ndcg_at_10") -> pd.DataFrame:
-    """Per (dataset, model, loss): each one-sided variant vs cosine, paired by seed, and the verdict on the
-    paper's claim (one-sided beats cosine): supports / contradicts / not significant / cannot test."""
-    df = _with_groups(df).assign(_value=lambda d: _metric_column(d, metric))
-    groups = _group_columns(df)
-    rows = []
-    for key, part in df.groupby(groups, dropna=False) if groups else [((), df)]:
-        key = key if isinstance(key, tuple) else (key,)
-        means = part.groupby("variant")["_value"].mean().dropna()
-        base = dict(zip(groups, key, strict=True))
-        if means.empty:
-            continue
-        base["best_variant"] = str(means.idxmax())
-        cosine = _by_seed(part, "cosine", "_value")
-        for variant in ONE_SIDED:
-            other = _by_seed(part, variant, "_value")
-            row = {**base, "one_sided": variant}
-            if cosine.empty or other.empty:
-                row["verdict"] = "cannot test (needs cosine and " + variant + ")"
-                rows.append(row)
-                continue
-            seeds = sorted(set(other.index) & set(cosine.index))
-            diff = float(other.mean() - cosine.mean())
-            t, p = (
-                paired_ttest(other.loc[seeds].to_numpy(), cosine.loc[seeds].to_numpy())
-                if seeds
-                else (np.nan,) * 2
-            )
-            row.update(
-                {
-                    "mean": float(other.mean()),
-                    "cosine": float(cosine.mean()),
-                    "delta": diff,
-                    "n_seeds": len(seeds),
-                    "p_paired_t": p,
-                }
-            )
-            if math.isnan(p) or p >= 0.05:
-                row["verdict"] = "not significant" + (" (one seed)" if len(seeds) < 2 else "")
-            else:
-                row["verdict"] = "supports" if diff > 0 else "contradicts"
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def relevance_counter_table(df: pd.DataFrame) -> pd.DataFrame:
     """ρ(item norm, popularity) per variant: mean ± std over seeds, and the sign over seeds."""
     df = _with_groups(df).assign(_rho=lambda d: _metric_column(d, "spearman_item_norm_popularity"))
@@ -467,43 +443,6 @@ def relevance_counter_table(df: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _relevance_statement(table: pd.DataFrame) -> str:
-    if table.empty or table["_mean"].isna().all():
-        return "_No norm/popularity correlations recorded yet._"
-    scored = table[table["item magnitude scored"]]["_mean"].dropna()
-    unscored = table[~table["item magnitude scored"]]["_mean"].dropna()
-    parts = []
-    if not scored.empty:
-        parts.append(
-            f"where the item magnitude enters the score (dot, qnorm, learn) the mean ρ ranges "
-            f"{scored.min():+.2f} … {scored.max():+.2f} ({int((scored > 0.1).sum())}/{scored.size} settings with ρ > 0.1)"
-        )
-    if not unscored.empty:
-        parts.append(
-            f"where items are normalized (cosine, dnorm) it ranges {unscored.min():+.2f} … {unscored.max():+.2f}"
-        )
-    verdict = (
-        "supports"
-        if not scored.empty and (scored > 0.1).all()
-        else "contradicts"
-        if not scored.empty and (scored < 0).all()
-        else "is mixed on"
-    )
-    statement = (
-        f"**Relevance counter.** Spearman ρ between item norm and training popularity: {'; '.join(parts)}. "
-        f"This {verdict} the prediction that popular items grow in norm when their magnitude is trained."
-    )
-    if not scored.empty and not unscored.empty and unscored.mean() >= scored.mean():
-        statement += (
-            " The correlation is at least as strong where the item norm never enters the score, so at this scale "
-            "it is not specific to a trained magnitude. Two likely reasons (not tested separately here): a "
-            "normalized vector still lengthens with every tangential update it receives, so frequently updated "
-            "(popular) items drift longer; and a LightGCN item embedding is a sum over its d neighbours scaled by "
-            "1/√d, whose norm grows with the degree whenever the neighbours' embeddings align."
-        )
-    return statement
 
 
 def convergence_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -579,8 +518,8 @@ def _plot_curves(df: pd.DataFrame) -> None:
 
 
 def report(df: pd.DataFrame) -> None:
-    """Recsys section: test metrics per model × variant, the paper's one-sided-beats-cosine claim tested per
-    model (paired t-test over seeds), the relevance-counter correlations, cross-evaluation, curves."""
+    """Recsys section: test metrics per model × variant, convergence, the relevance-counter correlations,
+    cross-evaluation, curves (the verdicts are the claims engine's)."""
     _display("### Recommender systems\n\n**Paper:** " + PAPER_CLAIM)
     if df is None or df.empty:
         _display("_No complete recsys runs yet._")
@@ -594,22 +533,10 @@ def report(df: pd.DataFrame) -> None:
             lambda s: format_mean_std(s.dropna().tolist(), digits=4)
         )
     )
-    claims = claim_table(df)
-    if not claims.empty:
-        _display("**The paper's claim (one-sided beats cosine), NDCG@10, paired t-test over seeds:**")
-        _display(claims.round(4))
-        counts = claims["verdict"].map(lambda v: v.split(" (")[0]).value_counts().to_dict()
-        _display(
-            f"Ours, {len(claims)} one-sided vs cosine comparisons: "
-            + ", ".join(f"{v} × {n}" for v, n in counts.items())
-            + ". Best variant per setting: "
-            + "; ".join(
-                f"{' / '.join(str(r[g]) for g in groups)}: {r['best_variant']}"
-                for _, r in claims.drop_duplicates(groups or None).iterrows()
-            )
-            + ". Per-user ranking means qnorm ranks like dot and dnorm like cosine at test time: the one-sided "
-            "variants differ from their inference twins only through training."
-        )
+    _display(
+        "Per-user ranking means qnorm ranks like dot and dnorm like cosine at test time: the one-sided "
+        "variants differ from their inference twins only through training."
+    )
     convergence = convergence_table(df)
     if not convergence.empty:
         _display("**Convergence** (early stopping on valid NDCG@10; epoch 0 is the first):")
@@ -627,8 +554,13 @@ def report(df: pd.DataFrame) -> None:
             )
     relevance = relevance_counter_table(df)
     if not relevance.empty:
+        _display(
+            "**Relevance counter** — Spearman ρ between item norm and training popularity. The gradient "
+            "argument predicts ρ > 0 where the item magnitude is trained (dot, qnorm, learn); a normalized "
+            "vector can still lengthen through tangential updates, and a LightGCN item embedding is a sum "
+            "over its neighbours, so ρ can be positive where the norm never enters the score."
+        )
         _display(relevance.drop(columns="_mean"))
-        _display(_relevance_statement(relevance))
     cross = _cross_table(df)
     if not cross.empty:
         _display(

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from ..data import retrieval as rdata
-from ..diagnostics import effect_size_band
 from ..distributed import check_processes
 from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS
@@ -425,7 +424,9 @@ def evaluate(
             sim,
             k=max(100, params["pool_k"]),
             exclude=exclude if any(exclude.values()) else None,
+            per_query=True,
         )
+        per_query = own.pop("per_query")
         cross = {}
         for scored_with in FIXED_VARIANTS:
             m = (
@@ -466,6 +467,7 @@ def evaluate(
             "in_domain": rdata.DATASETS[name].in_domain,
             "sizes": data.sizes(),
             "top_idx": top_idx[:, :20].cpu(),
+            "per_query": per_query,
         }
     return results
 
@@ -504,6 +506,7 @@ def flat_metrics(
             results, lambda r, s=scored_with: r["cross_ndcg10"][s]
         )["mean"]
     metrics["cohen_d_mean"] = float(np.nanmean([r["cohen_d"] for r in results.values()]))
+    metrics["query_norm_cv_mean"] = float(np.nanmean([r["query_norm_cv"] for r in results.values()]))
     metrics["dev_ndcg10_best"] = trained["best_dev_ndcg10"]
     if hasattr(trained["similarity"], "gammas"):
         metrics.update(trained["similarity"].gammas())  # of the restored best checkpoint
@@ -531,7 +534,19 @@ def training_curves(history: list[dict[str, Any]]) -> dict[str, dict[str, list]]
 
 
 def json_results(results: dict[str, Any]) -> dict[str, Any]:
-    return {name: {k: v for k, v in r.items() if k != "top_idx"} for name, r in results.items()}
+    return {
+        name: {k: v for k, v in r.items() if k not in ("top_idx", "per_query")} for name, r in results.items()
+    }
+
+
+def units(results: dict[str, Any]) -> dict[str, tuple[list[str], list[float]]]:
+    """Per-query results of every test set, for the record's sidecar: ``<metric>/<test set>``."""
+    out = {}
+    for name, r in results.items():
+        qids = list(r["per_query"])
+        for m in IR_METRICS:
+            out[f"{m}/{name}"] = (qids, [r["per_query"][q][m] for q in qids])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -701,11 +716,10 @@ def _datasets_of(df) -> list[str]:
 
 
 def ours_table(df, metric: str = "ndcg10"):
-    """Table-1 layout: one row per (encoder, benchmark group), mean ± std over seeds x100 per variant,
-    with the paired t-test p-value of each variant vs cosine (seeds matched)."""
+    """Table-1 layout: one row per (encoder, benchmark group), mean ± sd over seeds ×100 per variant."""
     import pandas as pd
 
-    from ..stats import format_mean_std, paired_ttest
+    from ..stats import format_mean_std
 
     named = []
     for extra in df["extra"]:
@@ -716,21 +730,13 @@ def ours_table(df, metric: str = "ndcg10"):
     groups = list(dict.fromkeys(groups))
     rows = []
     for encoder, sub in df.groupby("encoder", sort=True):
-        base = sub[sub["variant"] == "cosine"].set_index("seed")
         for g in groups:
             col = f"{metric}_{g}"
             row = {"encoder": encoder, "benchmark": g}
             for v in VARIANTS:
                 vs = sub[sub["variant"] == v]
-                if vs.empty or col not in vs:
-                    continue
-                row[v] = format_mean_std(vs[col].astype(float).tolist(), 100.0)
-                if v != "cosine" and not base.empty:
-                    paired = (
-                        vs.set_index("seed")[col].astype(float).align(base[col].astype(float), join="inner")
-                    )
-                    _, p = paired_ttest(paired[0].tolist(), paired[1].tolist())
-                    row[f"p_{v}"] = "" if math.isnan(p) else f"{p:.3f}"
+                if not vs.empty and col in vs:
+                    row[v] = format_mean_std(vs[col].astype(float).tolist(), 100.0)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -806,8 +812,8 @@ def d_gain_correlation(df, encoder: str) -> dict[str, dict[str, float]]:
 
 
 def predictor_table(df):
-    """Fisher predictor (held-out pairs, pre-training encoder) vs the side that actually won
-    (qnorm vs dnorm, mean primary metric over seeds)."""
+    """Fisher predictor (held-out pairs, pre-training encoder) beside the side that did better on
+    average (qnorm vs dnorm, mean primary metric over seeds); its hit rate is a claim of the engine."""
     import pandas as pd
 
     rows = []
@@ -827,7 +833,6 @@ def predictor_table(df):
                 "log10 κ dnorm": _mean(sub.get("fisher_log10_kappa_dnorm", [])),
                 "actual better side": actual,
                 "qnorm − dnorm (x100)": 100 * (q.mean() - d.mean()) if actual else float("nan"),
-                "match": (predicted == actual) if predicted and actual else None,
             }
         )
     return pd.DataFrame(rows)
@@ -881,114 +886,9 @@ def plot_trajectories(df):
         plt.show()
 
 
-def claims(df) -> list[tuple[str, str, str]]:
-    """(claim, verdict, evidence) for the paper's retrieval claims, computed from the records."""
-    from ..stats import paired_ttest
-
-    out = []
-    primary = SPEC.primary_metric
-
-    def means(sub):
-        return {
-            v: sub[sub["variant"] == v][primary].astype(float).mean()
-            for v in VARIANTS
-            if not sub[sub["variant"] == v].empty
-        }
-
-    for encoder, sub in df.groupby("encoder", sort=True):
-        m = means(sub)
-        if "cosine" not in m or len(m) < 2:
-            continue
-        best = max(m, key=m.get)
-        pretrained = encoder != "scratch"
-        base = sub[sub["variant"] == "cosine"].set_index("seed")[primary].astype(float)
-        challenger = sub[sub["variant"] == best].set_index("seed")[primary].astype(float)
-        a, b = challenger.align(base, join="inner")
-        _, p = paired_ttest(a.tolist(), b.tolist()) if best != "cosine" else (0.0, float("nan"))
-        evidence = f"{encoder}: best = {best} ({100 * m[best]:.2f} vs cosine {100 * m['cosine']:.2f}, paired p = {p:.3g}, n = {len(a)})"
-        if pretrained:
-            claim = "With a retrieval-pretrained encoder, a magnitude-preserving variant beats cosine"
-            if best == "cosine":
-                verdict = "contradicted"
-            else:
-                verdict = "supported" if p < 0.05 else "not significant"
-        else:
-            claim = "Trained from scratch, cosine wins"
-            gap = m["cosine"] - max(v for k, v in m.items() if k != "cosine")
-            verdict = "supported" if best == "cosine" else "contradicted"
-            evidence += f"; cosine − best other = {100 * gap:.2f}"
-        out.append((claim, verdict, evidence))
-        for v in ("dot", "qnorm"):
-            d = _mean(sub[sub["variant"] == v].get("cohen_d_mean", []))
-            if not math.isnan(d):
-                out.append(
-                    (
-                        f"Magnitude-preserving training ({v}) makes relevant documents longer (Cohen's d > 0)",
-                        "supported" if d >= 0.2 else "contradicted" if d <= -0.2 else "negligible effect",
-                        f"{encoder}: mean d over test sets = {d:+.2f} ({effect_size_band(d)})",
-                    )
-                )
-        corr = d_gain_correlation(df, encoder)
-        if "qnorm" in corr:
-            r = corr["qnorm"]["r"]
-            out.append(
-                (
-                    "Per-dataset Cohen's d tracks the gain over cosine (qnorm)",
-                    "cannot test" if math.isnan(r) else "supported" if r > 0.5 else "not supported",
-                    f"{encoder}: Pearson r = {r:.2f} over {corr['qnorm']['n_datasets']} test sets (few points: weak evidence)",
-                )
-            )
-        xm = cross_matrix(df, encoder)
-        if "dot" in xm.index:
-            own, cos = xm.loc["dot", "dot"], xm.loc["dot", "cosine"]
-            out.append(
-                (
-                    "Magnitude collapse: dot-trained embeddings lose accuracy when scored with cosine",
-                    "supported" if own - cos > 1.0 else "not observed",
-                    f"{encoder}: dot-trained scored with dot {own:.2f} vs cosine {cos:.2f}",
-                )
-            )
-        learn = sub[sub["variant"] == "learn"]
-        if not learn.empty and "gamma_d" in learn:
-            moved = float(np.nanmax(np.abs(learn[["gamma_q", "gamma_d"]].to_numpy(float) - 0.5)))
-            out.append(
-                (
-                    "γ barely moves during training (paper: 0.498–0.503)",
-                    "supported" if moved < 0.01 else "not at this scale",
-                    f"{encoder}: max |γ − 0.5| = {moved:.4f} (lr and steps differ from the paper's)",
-                )
-            )
-    pred = predictor_table(df)
-    matched = pred["match"].dropna()
-    if len(matched):
-        out.append(
-            (
-                "The Fisher condition number predicts the better side (qnorm vs dnorm)",
-                f"{int(matched.sum())}/{len(matched)} encoders correct",
-                "computed on held-out pairs with the pre-training encoder",
-            )
-        )
-    if any(str(p.get("reader", "")).startswith("offline:") for p in df["params"]):
-        out.append(
-            (
-                "RAG: better retrievers give better EM/F1 (paper: qnorm best on NQ/TriviaQA)",
-                "cannot test here",
-                "offline reader is a randomly initialised tiny T5: its EM/F1 only prove the code path runs",
-            )
-        )
-    out.append(
-        (
-            "BEIR / BRIGHT / multi-hop / TREC-DL numbers",
-            "cannot test at this scale",
-            "offline data is embsym's pydoc benchmark; the paper profile (GPU, real data) is not run here",
-        )
-    )
-    return out
-
-
 def report(df) -> None:
     """The retrieval section: Table-1 layout beside the paper, cross-evaluation, magnitude diagnostics,
-    trajectories, the predictor table and the claims verdicts."""
+    trajectories and the predictor's inputs (the verdicts are the claims engine's)."""
     import pandas as pd
     from IPython.display import Markdown, display
 
@@ -1000,9 +900,8 @@ def report(df) -> None:
         df["encoder"] = [p.get("encoder", "?") for p in df["params"]]
     display(
         Markdown(
-            "**Ours, Table-1 layout** — nDCG@10 ×100, mean ± std over seeds; p = paired t-test vs "
-            "cosine over matched seeds. Groups: `id` = in-domain, `ood` = mean of out-of-domain groups, "
-            "`mean` = mean over groups."
+            "**Ours, Table-1 layout** — nDCG@10 ×100, mean ± sd over seeds. Groups: `id` = in-domain, "
+            "`ood` = mean of out-of-domain groups, `mean` = mean over groups."
         )
     )
     display(ours_table(df))
@@ -1061,13 +960,6 @@ def report(df) -> None:
         )
         display(rag)
     plot_trajectories(df)
-    rows = claims(df)
-    display(
-        Markdown(
-            "**The paper's retrieval claims at this scale**\n\n"
-            + "\n".join(f"- {c} — **{v}**. {e}" for c, v, e in rows)
-        )
-    )
 
 
 SPEC = FamilySpec(

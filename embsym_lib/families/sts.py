@@ -448,71 +448,6 @@ def _ours_table(df: pd.DataFrame, metric: str, by: str = "encoder") -> pd.DataFr
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _by_seed(group: pd.DataFrame, variant: str, metric: str) -> pd.Series:
-    return group[group["variant"] == variant].groupby("seed")[metric].mean()
-
-
-def _versus_cosine(group: pd.DataFrame, variant: str, metric: str):
-    """(mean difference variant - cosine, paired-t p, number of paired seeds), or None without pairs."""
-    from ..stats import mean_std, paired_ttest
-
-    cosine, other = _by_seed(group, "cosine", metric), _by_seed(group, variant, metric)
-    seeds = sorted(set(cosine.index) & set(other.index))
-    if not seeds:
-        return None
-    _, p = paired_ttest(list(other[seeds]), list(cosine[seeds]))
-    return mean_std(other[seeds])[0] - mean_std(cosine[seeds])[0], p, len(seeds)
-
-
-def _verdict(expected: str | None, diff: float, p: float, n: int, alpha: float) -> str:
-    if n < 2 or math.isnan(p):
-        return "cannot test (fewer than 2 paired seeds)"
-    significant = p < alpha
-    direction = "higher" if diff > 0 else "lower"
-    if expected == "equal":
-        return (
-            "supported (no significant difference)"
-            if not significant
-            else f"contradicted: significantly {direction}"
-        )
-    if expected == "lower":
-        if significant and diff < 0:
-            return "supported"
-        return "contradicted (significantly higher)" if significant else "not supported (no significant gap)"
-    return f"significantly {direction}" if significant else "no significant difference"
-
-
-STS_CLAIMS = (
-    ("dot", "cosine ≈ dot", "equal"),
-    ("qnorm", "Sent1Norm (qnorm) ≪ cosine", "lower"),
-    ("dnorm", "Sent2Norm (dnorm) ≪ cosine", "lower"),
-    ("learn", "learn vs cosine (not in the paper's table)", None),
-)
-
-
-def claims(df: pd.DataFrame, metric: str = "spearman", alpha: float = 0.05) -> pd.DataFrame:
-    """The paper's STS claims tested per encoder setting, from the records (paired over seeds)."""
-    rows = []
-    for setting, group in df.groupby("encoder", sort=True):
-        for variant, claim, expected in STS_CLAIMS:
-            result = _versus_cosine(group, variant, metric)
-            if result is None:
-                rows.append({"encoder": setting, "claim": claim, "verdict": "cannot test (missing runs)"})
-                continue
-            diff, p, n = result
-            rows.append(
-                {
-                    "encoder": setting,
-                    "claim": claim,
-                    "Δ vs cosine": round(diff, 4),
-                    "p (paired t)": p,
-                    "seeds": n,
-                    "verdict": _verdict(expected, diff, p, n, alpha),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 def cross_evaluation_table(df: pd.DataFrame, encoder: str) -> pd.DataFrame:
     """Mean Spearman: rows = trained variant, columns = variant the same embeddings are scored with."""
     group = df[df["encoder"] == encoder]
@@ -529,7 +464,8 @@ def cross_evaluation_table(df: pd.DataFrame, encoder: str) -> pd.DataFrame:
 
 
 def report(df: pd.DataFrame) -> None:
-    """The STS section: Table 5 layout (ours beside the paper's), claims, cross-evaluation, gammas, curves."""
+    """The STS section: Table 5 layout (ours beside the paper's), cross-evaluation, gammas, curves (the verdicts
+    are the claims engine's)."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
@@ -557,23 +493,6 @@ def report(df: pd.DataFrame) -> None:
     display(pd.concat([ours, theirs]).fillna("—"))
     display(Markdown("Pearson (ours only; the paper reports Spearman):"))
     display(_ours_table(df, "pearson"))
-
-    display(Markdown("#### The paper's STS claims, tested on our runs (paired t-test over seeds vs cosine)"))
-    display(claims(df))
-    best = df.groupby(["encoder", "variant"])["spearman"].mean().reset_index()
-    lines = []
-    for enc, g in best.groupby("encoder"):
-        winner = g.loc[g["spearman"].idxmax(), "variant"]
-        lines.append(
-            f"- **{enc}**: best mean Spearman under **{winner}**; the functional-symmetry rule "
-            f"(unordered pairs → symmetric → cosine) is {'matched' if winner == 'cosine' else 'not matched'}."
-        )
-    display(
-        Markdown(
-            "Functional-symmetry verdict: STS scores unordered pairs, so it is **symmetric**.\n"
-            + "\n".join(lines)
-        )
-    )
 
     if "spearman_untrained" in df:
         display(Markdown("Before training (the untrained encoder scored with each run's variant) vs after:"))

@@ -10,7 +10,7 @@ import torch
 
 from .. import testbed
 from ..diagnostics import predict_side
-from ..similarity import FIXED_VARIANTS
+from ..similarity import FIXED_VARIANTS, VARIANTS
 from ..symmetry import asymmetric, unordered
 from . import FamilySpec
 
@@ -43,6 +43,7 @@ def run_task(params: dict[str, Any]) -> dict[str, Any]:
         }
         metrics.update({f"xeval_{v}_spearman": s for v, s in cross.items()})
         extra: dict[str, Any] = {"cross_eval": {"metric": "spearman", "scores": cross}}
+        units = {}  # Spearman over pairs is not a mean over units
     else:
         task = testbed.make_asymmetric_task(
             params["data_seed"],
@@ -72,7 +73,9 @@ def run_task(params: dict[str, Any]) -> dict[str, Any]:
             **common,
         )
         encoders = out["q_encoder"], out["d_encoder"]
-        metrics = testbed.evaluate_asymmetric(task, *encoders, out["similarity"])
+        metrics = testbed.evaluate_asymmetric(task, *encoders, out["similarity"], per_query=True)
+        per_query = metrics.pop("per_query")
+        units = {"ndcg@10": (list(per_query), list(per_query.values()))}
         metrics.update(testbed.magnitude_shuffle(task, *encoders, out["similarity"], seed))
         cross = {v: testbed.evaluate_asymmetric(task, *encoders, None, v)["ndcg@10"] for v in FIXED_VARIANTS}
         metrics.update({f"xeval_{v}_ndcg@10": s for v, s in cross.items()})
@@ -85,7 +88,7 @@ def run_task(params: dict[str, Any]) -> dict[str, Any]:
         }
     if variant == "learn":
         metrics.update(out["similarity"].gammas())
-    return {"metrics": metrics, "curves": out["curves"], "extra": extra}
+    return {"metrics": metrics, "curves": out["curves"], "extra": extra, "units": units}
 
 
 def validate(params: dict[str, Any]) -> None:
@@ -126,7 +129,6 @@ def report(df: pd.DataFrame) -> None:
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
-    statements = []
     asym = df[df["task"] == "asymmetric"]
     abl = df[df["task"] == "ablation"]
     sym = df[df["task"] == "symmetric"]
@@ -170,60 +172,29 @@ def report(df: pd.DataFrame) -> None:
         )
         display(matrix.round(4))
 
-    # The referee's ablation: does the ordering survive fixed scale and fixed step size?
+    # The referee's ablation, side by side (its claim is tested by the claims engine).
     if not asym.empty and not abl.empty:
         rows = []
         for name, sub in (("standard", asym), ("scale & step fixed", abl)):
             m = _means(sub, "ndcg@10")
-            rows.append(
-                {
-                    "training": name,
-                    **{v: m.get(v, np.nan) for v in ("cosine", "dot", "qnorm", "dnorm", "learn")},
-                }
-            )
-        ab = pd.DataFrame(rows).set_index("training")
+            rows.append({"training": name, **{v: m.get(v, np.nan) for v in VARIANTS}})
         display(
             Markdown(
                 "**Ablation** — mean nDCG@10 per variant, standard training vs total scale and update norm held fixed."
             )
         )
-        display(ab.round(4))
-        if {"qnorm", "cosine"} <= set(ab.columns):
-            gain_std = ab.loc["standard", "qnorm"] - ab.loc["standard", "cosine"]
-            gain_abl = ab.loc["scale & step fixed", "qnorm"] - ab.loc["scale & step fixed", "cosine"]
-            if np.isfinite(gain_std) and np.isfinite(gain_abl):
-                kept = gain_abl > 0 and gain_std > 0
-                statements.append(
-                    f"qnorm − cosine nDCG@10 is {gain_std:+.4f} in standard training and {gain_abl:+.4f} with scale "
-                    f"and step size fixed: the unilateral advantage "
-                    + (
-                        "**survives** the ablation, so it is carried by what document magnitude encodes, not by "
-                        "logit scale or the SGD trajectory."
-                        if kept
-                        else "**does not survive** the ablation."
-                    )
-                )
+        display(pd.DataFrame(rows).style.hide(axis="index").format(precision=4))
 
-    # The Fisher predictor vs the actual better side.
+    # The Fisher predictor's inputs (its hit rate is a claim of the engine).
     if not asym.empty and "fisher_kappa_qnorm" in asym.columns:
-        m = _means(asym, "ndcg@10")
-        if {"qnorm", "dnorm"} <= set(m.index):
-            actual = "qnorm" if m["qnorm"] > m["dnorm"] else "dnorm"
-            preds = asym["extra"].map(lambda e: e.get("fisher_predicted"))
-            votes = preds.value_counts()
-            predicted = votes.idxmax()
-            display(
-                Markdown(
-                    "**Fisher predictor** (held-out queries, untrained encoders): "
-                    f"κ(qnorm) mean {asym['fisher_kappa_qnorm'].mean():.3g}, κ(dnorm) mean "
-                    f"{asym['fisher_kappa_dnorm'].mean():.3g}; predicted side by run: {votes.to_dict()}; "
-                    f"actual better side by mean nDCG@10: **{actual}**."
-                )
+        votes = asym["extra"].map(lambda e: e.get("fisher_predicted")).value_counts().to_dict()
+        display(
+            Markdown(
+                "**Fisher predictor** (held-out queries, untrained encoders): "
+                f"κ(qnorm) mean {asym['fisher_kappa_qnorm'].mean():.3g}, κ(dnorm) mean "
+                f"{asym['fisher_kappa_dnorm'].mean():.3g}; predicted side by run: {votes}."
             )
-            statements.append(
-                f"The Fisher condition-number predictor picks **{predicted}**; the better side was "
-                f"**{actual}** ({'correct' if predicted == actual else 'wrong'})."
-            )
+        )
 
     # Curves: validation metric per epoch, mean over seeds.
     curve_tasks = [
@@ -248,9 +219,6 @@ def report(df: pd.DataFrame) -> None:
         axes[0][0].legend(fontsize=8)
         fig.tight_layout()
         plt.show()
-
-    if statements:
-        display(Markdown("**What the testbed says**\n\n" + "\n".join(f"- {s}" for s in statements)))
 
 
 SPEC = FamilySpec(

@@ -1,0 +1,980 @@
+"""The claims engine: every verdict in the report comes from here, and only from here.
+
+The paper's claims are data (``embsym_lib/reference/claims/<family>.yaml``; format and reasoning in
+``docs/claims.md``): each names its contrast, metric, expected relation (and margin) before any
+result is seen. ``evaluate(records)`` tests each claim on the run records and nothing else, and gives
+exactly one of four verdicts:
+
+- **supported**: the pre-registered test rejects in the claimed direction (equivalence: the
+  difference lies inside the stated margin, TOST);
+- **contradicted**: it rejects in the opposite direction (equivalence: outside the margin);
+- **inconclusive**: neither; a non-significant result is never "supported";
+- **untestable here**: the records cannot answer the claim, and the row says why.
+
+How each claim is tested:
+
+- A claim about *training* a variant is tested over training runs: seeds are the replicates, the two
+  sides paired by seed (paired t; TOST for equivalence; one-sided non-inferiority). Pooling the
+  per-query results of a few runs as if independent would test "these trained models differ", not
+  "this variant trains better", and turns run-to-run noise into effects
+  (``tests/test_claims_calibration.py`` measures it).
+- A claim about one *fixed* model (``level: unit``: a pretrained checkpoint, no training) is tested
+  over its paired per-unit results (queries, triples, episodes; ``records.read_units``): sign-flip
+  permutation tests and a bootstrap interval.
+- Every decision is two-sided at ``ALPHA`` (each direction at ALPHA/2), so a claim's false
+  verdicts on null data, support and contradiction together, stay at or below ALPHA. Several
+  contrasts combine as the claim says: ``all`` (every contrast must hold: intersection-union, each at
+  ALPHA; contradicted if any is reversed after Holm) or ``any`` (one must hold: Holm; contradicted
+  only if every one is reversed).
+- Each row carries the effect with its 95% interval, the test, the deciding p (Holm-adjusted where
+  several contrasts decide), seeds and units, the smallest effect the design detects with ``POWER``,
+  the runs used, and a Benjamini-Hochberg q over every claim tested together.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .families import FamilySpec, registry
+from .symmetry import MAGNITUDE_PRESERVING
+
+ALPHA = 0.05
+POWER = 0.8
+RESAMPLES = 9999  # permutation and bootstrap resamples of unit-level and correlation tests
+CLAIMS_DIR = Path(__file__).resolve().parent / "reference" / "claims"
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE = (
+    "supported",
+    "contradicted",
+    "inconclusive",
+    "untestable here",
+)
+VERDICTS = (SUPPORTED, CONTRADICTED, INCONCLUSIVE, UNTESTABLE)
+RELATIONS = ("greater", "less", "equivalent", "noninferior")
+KINDS = ("contrast", "rule", "predictor", "correlation")
+LEVELS = ("seed", "unit")
+COMBINE = ("all", "any")
+_ID = re.compile(r"^[a-z0-9_.\-]+$")
+
+
+class ClaimSpecError(ValueError):
+    """A claims file that cannot be evaluated as written."""
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a contrast: the runs of ``variant`` (with the extra grid conditions ``where``)
+    measured by ``metric`` (default: the claim's), or a constant ``value``."""
+
+    variant: str | None = None
+    metric: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+    value: float | None = None
+
+    @property
+    def is_constant(self) -> bool:
+        return self.value is not None
+
+    def label(self, claim_metric: str) -> str:
+        if self.is_constant:
+            return f"{self.value:g}"
+        inner = [f"{k}={v}" for k, v in self.where.items()]
+        if self.metric and self.metric != claim_metric:
+            inner.append(self.metric)
+        return f"{self.variant}" + (f" ({', '.join(inner)})" if inner else "")
+
+
+@dataclass(frozen=True)
+class Contrast:
+    a: Side
+    b: Side
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, as its claims file states it (fields: ``docs/claims.md``)."""
+
+    id: str
+    family: str
+    statement: str
+    source: str
+    stands_for: str
+    kind: str = "contrast"
+    metric: str = ""
+    relation: str = "greater"
+    margin: float | None = None
+    combine: str = "all"
+    contrasts: tuple[Contrast, ...] = ()
+    level: str = "seed"
+    where: dict[str, Any] = field(default_factory=dict)
+    unless: tuple[tuple[dict[str, Any], str], ...] = ()
+    scale: float | None = None
+    paper: dict[str, Any] = field(default_factory=dict)
+    named: tuple[str, ...] = ()  # rule: the variant(s) pre-named to beat cosine on an asymmetric task
+    scores: dict[str, str] = field(default_factory=dict)  # predictor: side -> score metric (lower wins)
+    x: str = ""  # correlation: metric pattern with {unit}
+    y: str = ""  # correlation: metric pattern whose relative gain (variant over baseline) is correlated
+    variant: str = ""
+    baseline: str = "cosine"
+    units_param: str = ""  # correlation: the parameter listing the units (e.g. test_sets)
+
+
+_CLAIM_KEYS = {f for f in Claim.__dataclass_fields__ if f != "family"}
+
+
+def _side(raw: Any, cid: str) -> Side:
+    if isinstance(raw, str):
+        return Side(variant=raw)
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return Side(value=float(raw))
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"variant", "metric", "where", "value"}
+        if unknown:
+            raise ClaimSpecError(f"claim {cid}: unknown side keys {sorted(unknown)}")
+        if ("value" in raw) == ("variant" in raw):
+            raise ClaimSpecError(f"claim {cid}: a side names either a variant or a constant value")
+        return Side(
+            variant=raw.get("variant"),
+            metric=raw.get("metric"),
+            where=dict(raw.get("where") or {}),
+            value=None if raw.get("value") is None else float(raw["value"]),
+        )
+    raise ClaimSpecError(f"claim {cid}: cannot read side {raw!r}")
+
+
+def parse_claim(raw: dict[str, Any], family: str) -> Claim:
+    """One claim from its YAML mapping, checked; every problem is one ClaimSpecError naming the claim."""
+    cid = raw.get("id", "?")
+    unknown = set(raw) - _CLAIM_KEYS
+    if unknown:
+        raise ClaimSpecError(f"claim {cid}: unknown keys {sorted(unknown)}")
+    for key in ("id", "statement", "source", "stands_for"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise ClaimSpecError(f"claim {cid}: {key!r} must be a non-empty string")
+    if not _ID.match(cid):
+        raise ClaimSpecError(f"claim {cid}: ids use lower-case letters, digits, '.', '_' and '-'")
+    kind = raw.get("kind", "contrast")
+    if kind not in KINDS:
+        raise ClaimSpecError(f"claim {cid}: unknown kind {kind!r}; valid kinds are: {', '.join(KINDS)}")
+    for key, allowed in (("relation", RELATIONS), ("combine", COMBINE), ("level", LEVELS)):
+        if key in raw and raw[key] not in allowed:
+            raise ClaimSpecError(f"claim {cid}: unknown {key} {raw[key]!r}; valid: {', '.join(allowed)}")
+    margin = raw.get("margin")
+    if margin is not None and not (
+        isinstance(margin, (int, float)) and not isinstance(margin, bool) and margin > 0
+    ):
+        raise ClaimSpecError(f"claim {cid}: margin must be a positive number, got {margin!r}")
+    contrasts = []
+    for c in raw.get("contrasts") or ():
+        if not (isinstance(c, (list, tuple)) and len(c) == 2):
+            raise ClaimSpecError(f"claim {cid}: every contrast is a pair [a, b]")
+        contrasts.append(Contrast(_side(c[0], cid), _side(c[1], cid)))
+    unless = []
+    for u in raw.get("unless") or ():
+        if not isinstance(u, dict) or set(u) != {"where", "reason"}:
+            raise ClaimSpecError(f"claim {cid}: every 'unless' entry has exactly 'where' and 'reason'")
+        unless.append((dict(u["where"]), str(u["reason"])))
+    fields = {k: v for k, v in raw.items() if k not in ("contrasts", "unless", "named", "margin")}
+    claim = Claim(
+        **fields,
+        family=family,
+        margin=None if margin is None else float(margin),
+        contrasts=tuple(contrasts),
+        unless=tuple(unless),
+        named=tuple(raw.get("named") or ()),
+    )
+    _check_claim(claim)
+    return claim
+
+
+def _check_claim(c: Claim) -> None:
+    if c.relation in ("equivalent", "noninferior") and c.margin is None:
+        raise ClaimSpecError(f"claim {c.id}: relation {c.relation!r} needs a margin")
+    if c.kind == "contrast":
+        if not c.contrasts:
+            raise ClaimSpecError(f"claim {c.id}: a contrast claim lists its contrasts")
+        for con in c.contrasts:
+            if con.a.is_constant:
+                raise ClaimSpecError(f"claim {c.id}: the first side of a contrast is runs, not a constant")
+            for s in (con.a, con.b):
+                if not s.is_constant and not (s.metric or c.metric):
+                    raise ClaimSpecError(f"claim {c.id}: no metric for side {s.variant}")
+    elif c.kind == "rule":
+        if c.margin is None:
+            raise ClaimSpecError(
+                f"claim {c.id}: a rule claim states the non-inferiority margin for symmetric tasks"
+            )
+        bad = [v for v in c.named if v not in MAGNITUDE_PRESERVING]
+        if bad:
+            raise ClaimSpecError(f"claim {c.id}: named {bad} are not magnitude-preserving variants")
+    elif c.kind == "predictor":
+        if len(c.scores) != 2 or not c.metric:
+            raise ClaimSpecError(f"claim {c.id}: a predictor claim has two 'scores' and an outcome 'metric'")
+    elif c.kind == "correlation":
+        if not (c.x and c.y and c.variant and c.units_param):
+            raise ClaimSpecError(f"claim {c.id}: a correlation claim needs x, y, variant and units_param")
+        if "{unit}" not in c.x or "{unit}" not in c.y:
+            raise ClaimSpecError(f"claim {c.id}: x and y are metric patterns containing '{{unit}}'")
+    if c.level == "unit" and c.kind != "contrast":
+        raise ClaimSpecError(f"claim {c.id}: only contrast claims are tested at the unit level")
+
+
+def _check_against_spec(c: Claim, spec: FamilySpec) -> None:
+    named = [s.variant for con in c.contrasts for s in (con.a, con.b) if not s.is_constant]
+    named += [*c.named, *c.scores]
+    if c.kind == "correlation":
+        named += [c.variant, c.baseline]
+    bad = sorted({v for v in named if v not in spec.variants})
+    if bad:
+        raise ClaimSpecError(f"claim {c.id}: variants {bad} are not in family {spec.name!r}")
+    if c.kind == "rule" and not c.named and any(not t.symmetric for t in spec.tasks.values()):
+        raise ClaimSpecError(
+            f"claim {c.id}: {spec.name} has asymmetric tasks: pre-name the variant(s) the rule expects to beat cosine"
+        )
+
+
+def load_claims(families: Iterable[str] | None = None, directory: Path = CLAIMS_DIR) -> list[Claim]:
+    """Every claim of the named families (default: every claims file), in file order."""
+    known = registry()
+    wanted = None if families is None else set(families)
+    out: list[Claim] = []
+    seen: set[str] = set()
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ClaimSpecError(f"{path.name}: not valid YAML: {e}") from None
+        family = doc.get("family", path.stem)
+        if family not in known:
+            raise ClaimSpecError(f"{path.name}: unknown family {family!r}")
+        if wanted is not None and family not in wanted:
+            continue
+        for raw in doc.get("claims") or ():
+            claim = parse_claim(raw, family)
+            if claim.id in seen:
+                raise ClaimSpecError(f"{path.name}: duplicate claim id {claim.id!r}")
+            seen.add(claim.id)
+            _check_against_spec(claim, known[family])
+            out.append(claim)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- selection
+
+
+def _matches(params: dict[str, Any], where: dict[str, Any]) -> bool:
+    for key, want in where.items():
+        have = params.get(key)
+        if (have not in want) if isinstance(want, list) else (have != want):
+            return False
+    return True
+
+
+def _instances(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The claim's settings: ``where`` fixes some grid axes; every other grid axis that no side sets
+    splits the records, one instance per value (e.g. one KG claim per dataset)."""
+    if df.empty:
+        return []
+    df = df[[_matches(p, claim.where) for p in df["params"]]]
+    side_axes = {k for con in claim.contrasts for s in (con.a, con.b) for k in s.where}
+    fixed = {a for a, v in claim.where.items() if not isinstance(v, list)}
+    free = [a for a in spec.grid_axes if a not in fixed and a not in side_axes]
+    keys = [_axes_key(p, free) for p in df["params"]]
+    out = []
+    for key in sorted(set(keys)):
+        part = df[[k == key for k in keys]]
+        first = part["params"].iloc[0]
+        setting = {a: v for a, v in claim.where.items() if a in fixed}
+        setting.update({a: first[a] for a in free if first.get(a) is not None})
+        out.append((setting, part))
+    return out
+
+
+def _axes_key(params: dict[str, Any], axes: Sequence[str]) -> str:
+    return json.dumps([params.get(a) for a in axes], default=str)
+
+
+def _runs_of(side: Side, df: pd.DataFrame) -> pd.DataFrame:
+    keep = [
+        v == side.variant and _matches(p, side.where)
+        for v, p in zip(df["variant"], df["params"], strict=True)
+    ]
+    return df[keep]
+
+
+@dataclass
+class SideData:
+    """Per-seed values of one side and the runs they come from; ``problem`` if the side is unusable."""
+
+    values: dict[int, float]  # seed -> value
+    runs: list[str]
+    problem: str = ""
+
+
+def _side_data(side: Side, metric: str, df: pd.DataFrame) -> SideData:
+    rows = _runs_of(side, df)
+    name = side.metric or metric
+    values: dict[int, float] = {}
+    runs: list[str] = []
+    duplicated, missing = set(), 0
+    for seed, metrics, family, run_id in zip(
+        rows["seed"], rows["metrics"], rows["family"], rows["run_id"], strict=True
+    ):
+        v = (metrics or {}).get(name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            missing += 1
+            continue
+        if int(seed) in values:
+            duplicated.add(int(seed))
+        values[int(seed)] = float(v)
+        runs.append(f"{family}/{run_id}")
+    problem = ""
+    if duplicated:
+        problem = f"seeds {sorted(duplicated)} of {side.variant} have more than one record in this setting"
+    elif not values:
+        problem = f"no runs of {side.label(metric)}" + (
+            f" with a finite {name} ({missing} without)" if missing else ""
+        )
+    return SideData(values, runs, problem)
+
+
+# ----------------------------------------------------------------------------------------------- tests
+
+
+@dataclass
+class TestResult:
+    """One contrast's test; effect = mean(a − b) in metric units.
+
+    ``p_support`` / ``p_contra``: two-sided-scale p-values of the claimed relation and of its reversal
+    (each compared with ALPHA; one-sided tests enter doubled, so each direction spends ALPHA/2)."""
+
+    effect: float
+    ci95: tuple[float, float]
+    p_two: float
+    p_support: float
+    p_contra: float
+    n_seeds: int
+    n_units: int
+    test: str
+    mde: float
+    relation: str
+    mean_b: float = float("nan")
+
+
+def _directional(relation: str, effect: float, p_two: float) -> tuple[float, float]:
+    agrees = effect * (-1 if relation == "less" else 1) > 0
+    return (p_two, 1.0) if agrees else (1.0, p_two)
+
+
+@functools.lru_cache(maxsize=64)
+def _detectable_dz(n: int) -> float:
+    """The standardized paired effect (mean / sd of the differences) that a two-sided paired t-test
+    over n pairs detects with POWER at ALPHA."""
+    from statsmodels.stats.power import TTestPower
+
+    return float(TTestPower().solve_power(effect_size=None, nobs=n, alpha=ALPHA, power=POWER))
+
+
+def _t_test(diffs: np.ndarray, relation: str, margin: float | None) -> TestResult:
+    from scipy import stats as st
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    n = diffs.size
+    res = st.ttest_1samp(diffs, 0.0)
+    effect, p_two = float(diffs.mean()), float(res.pvalue)
+    ci95 = tuple(float(x) for x in res.confidence_interval(0.95))
+    sd = float(diffs.std(ddof=1))
+    if relation == "equivalent":
+        p_support = float(DescrStatsW(diffs).ttost_mean(-margin, margin)[0])
+        above = st.ttest_1samp(diffs, margin, alternative="greater").pvalue
+        below = st.ttest_1samp(diffs, -margin, alternative="less").pvalue
+        p_contra = min(1.0, 2 * float(min(above, below)))
+        test = f"TOST paired t over seeds, margin ±{margin:g}"
+        # the margin that TOST establishes with POWER when the true difference is 0
+        mde = float((st.t.ppf(1 - ALPHA, n - 1) + st.t.ppf(1 - (1 - POWER) / 2, n - 1)) * sd / math.sqrt(n))
+    else:
+        if relation == "noninferior":
+            p_support = min(1.0, 2 * float(st.ttest_1samp(diffs, -margin, alternative="greater").pvalue))
+            p_contra = p_two if effect < 0 else 1.0
+            test = f"non-inferiority paired t over seeds, margin {margin:g}"
+        else:
+            p_support, p_contra = _directional(relation, effect, p_two)
+            test = "paired t over seeds (two-sided)"
+        mde = float(_detectable_dz(n) * sd)
+    return TestResult(effect, ci95, p_two, p_support, p_contra, n, 0, test, mde, relation)
+
+
+def _sign_flip_p(x: np.ndarray, alternative: str, rng: np.random.Generator) -> float:
+    from scipy import stats as st
+
+    return float(
+        st.permutation_test(
+            (x,),
+            lambda v, axis=-1: np.mean(v, axis=axis),
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=RESAMPLES,
+            alternative=alternative,
+            rng=rng,
+        ).pvalue
+    )
+
+
+def _unit_test(diffs: np.ndarray, relation: str, margin: float | None, seed: int = 0) -> TestResult:
+    """Paired per-unit test of one fixed model: sign-flip permutation p-values, bootstrap 95% CI."""
+    from scipy import stats as st
+
+    rng = np.random.default_rng(seed)
+    n, effect = diffs.size, float(diffs.mean())
+    p_two = _sign_flip_p(diffs, "two-sided", rng)
+    boot = st.bootstrap(
+        (diffs,), np.mean, confidence_level=0.95, n_resamples=RESAMPLES, method="percentile", rng=rng
+    )
+    ci95 = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    test = "sign-flip permutation over paired units (one fixed model)"
+    if relation == "equivalent":
+        p_support = max(
+            _sign_flip_p(diffs + margin, "greater", rng), _sign_flip_p(diffs - margin, "less", rng)
+        )
+        p_contra = min(
+            1.0,
+            2 * min(_sign_flip_p(diffs - margin, "greater", rng), _sign_flip_p(diffs + margin, "less", rng)),
+        )
+        test += f", equivalence margin ±{margin:g}"
+    elif relation == "noninferior":
+        p_support = min(1.0, 2 * _sign_flip_p(diffs + margin, "greater", rng))
+        p_contra = p_two if effect < 0 else 1.0
+        test += f", non-inferiority margin {margin:g}"
+    else:
+        p_support, p_contra = _directional(relation, effect, p_two)
+    z = st.norm.ppf(1 - ALPHA / 2) + st.norm.ppf(POWER)
+    mde = float(z * diffs.std(ddof=1) / math.sqrt(n))
+    return TestResult(effect, ci95, p_two, p_support, p_contra, 0, n, test, mde, relation)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1).
+
+    Written out here because ``statsmodels.stats.multitest.multipletests(method="holm")`` calls
+    ``gc.collect()`` on every call (~0.4 s in a process that holds torch); a test checks that both
+    give the same numbers."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    stepped = np.maximum.accumulate(p[order] * np.arange(p.size, 0, -1))
+    out = np.empty_like(p)
+    out[order] = np.minimum(stepped, 1.0)
+    return [float(x) for x in out]
+
+
+def decide(results: Sequence[TestResult], how: str = "all") -> tuple[str, float, list[float]]:
+    """(verdict, deciding p, the p reported per contrast) of a claim over one or more contrasts.
+
+    One contrast: supported iff p_support < ALPHA, contradicted iff p_contra < ALPHA.
+    ``all``: supported iff every p_support < ALPHA (intersection-union); contradicted iff some
+    Holm-adjusted p_contra < ALPHA. ``any``: supported iff some Holm-adjusted p_support < ALPHA;
+    contradicted iff every p_contra < ALPHA.
+    """
+    sup = [t.p_support for t in results]
+    con = [t.p_contra for t in results]
+    if len(results) == 1:
+        verdict = SUPPORTED if sup[0] < ALPHA else CONTRADICTED if con[0] < ALPHA else INCONCLUSIVE
+        # a directional claim reports its two-sided p whichever way the effect went
+        directional = results[0].relation in ("greater", "less")
+        p = min(sup[0], con[0]) if directional else (con[0] if verdict == CONTRADICTED else sup[0])
+        return verdict, p, [p]
+    if how == "all":
+        if max(sup) < ALPHA:
+            return SUPPORTED, max(sup), sup
+        con_adj = holm(con)
+        if min(con_adj) < ALPHA:
+            return CONTRADICTED, min(con_adj), con_adj
+        return INCONCLUSIVE, max(sup), sup
+    sup_adj = holm(sup)
+    if min(sup_adj) < ALPHA:
+        return SUPPORTED, min(sup_adj), sup_adj
+    if max(con) < ALPHA:
+        return CONTRADICTED, max(con), con
+    return INCONCLUSIVE, min(sup_adj), sup_adj
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@dataclass
+class Row:
+    """One claim in one setting: a row of the report's claims table."""
+
+    claim: Claim
+    setting: dict[str, Any]
+    verdict: str
+    reason: str = ""
+    test: str = ""
+    effect: float = float("nan")
+    ci_low: float = float("nan")
+    ci_high: float = float("nan")
+    p: float = float("nan")
+    n_seeds: int = 0
+    n_units: int = 0
+    mde: float = float("nan")
+    scale: float = 1.0
+    baseline: float = float("nan")
+    runs: list[str] = field(default_factory=list)
+    contrasts: list[dict[str, Any]] = field(default_factory=list)
+    ours: str = ""
+    relative: bool = False  # a performance metric compared between runs: also shown as % of side b
+
+
+def _scale_of(claim: Claim, spec: FamilySpec, metric: str) -> float:
+    if claim.scale is not None:
+        return float(claim.scale)
+    return spec.metric_scale if metric in spec.metrics else 1.0
+
+
+def _unless_reason(claim: Claim, df: pd.DataFrame) -> str | None:
+    for where, reason in claim.unless:
+        if len(df) and all(_matches(p, where) for p in df["params"]):
+            return reason
+    return None
+
+
+def _setup(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[list[Contrast], str, str, str, str]:
+    """(contrasts, metric, relation, combination, note). A rule claim's come from the task's formal
+    symmetry, its metric is the claim's or else the task's primary metric."""
+    if claim.kind != "rule":
+        return list(claim.contrasts), claim.metric, claim.relation, claim.combine, ""
+    params = df["params"].iloc[0]
+    sym, metric = spec.symmetry_of(params), claim.metric or spec.primary_metric_of(params)
+    if sym.symmetric:
+        present = set(df["variant"])
+        contrasts = [Contrast(Side("cosine"), Side(v)) for v in MAGNITUDE_PRESERVING if v in present]
+        note = f"task {sym.name} is symmetric: cosine should be at least as good as every magnitude-preserving variant"
+        return contrasts, metric, "noninferior", "all", note
+    contrasts = [Contrast(Side(v), Side("cosine")) for v in claim.named]
+    note = f"task {sym.name} is asymmetric: the pre-named {' / '.join(claim.named)} should beat cosine"
+    return contrasts, metric, "greater", "any", note
+
+
+def _seed_contrast(
+    con: Contrast, metric: str, relation: str, margin: float | None, df: pd.DataFrame
+) -> tuple[TestResult | None, str, list[str]]:
+    a = _side_data(con.a, metric, df)
+    b = None if con.b.is_constant else _side_data(con.b, metric, df)
+    for side in (a, b):
+        if side is not None and side.problem:
+            return None, side.problem, []
+    if b is None:
+        seeds = sorted(a.values)
+        diffs = np.array([a.values[s] for s in seeds]) - float(con.b.value)
+        mean_b = float(con.b.value)
+    else:
+        seeds = sorted(set(a.values) & set(b.values))
+        if not seeds:
+            return None, "the two sides share no seed", []
+        diffs = np.array([a.values[s] - b.values[s] for s in seeds])
+        mean_b = float(np.mean([b.values[s] for s in seeds]))
+    runs = a.runs + (b.runs if b else [])
+    if len(seeds) < 2:
+        return None, f"one seed ({seeds[0]}): no estimate of run-to-run variance (needs ≥ 2 seeds)", runs
+    if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):
+        return (
+            None,
+            f"the difference is {diffs[0]:+.4g} in every seed: no run-to-run variance to test it against",
+            runs,
+        )
+    result = _t_test(diffs, relation, margin)
+    result.mean_b = mean_b
+    return result, "", runs
+
+
+def _unit_contrast(
+    con: Contrast, metric: str, relation: str, margin: float | None, df: pd.DataFrame
+) -> tuple[TestResult | None, str, list[str]]:
+    from .records import read_units
+
+    arrays, runs = [], []
+    for side in (con.a, con.b):
+        if side.is_constant:
+            arrays.append(None)
+            continue
+        rows = _runs_of(side, df)
+        key = side.metric or metric
+        found = [
+            (read_units(Path(d)).get(key), f"{f}/{r}")
+            for d, f, r in zip(rows.get("record_dir", []), rows["family"], rows["run_id"], strict=True)
+        ]
+        if not found:
+            return None, f"no runs of {side.label(metric)}", []
+        if any(units is None for units, _ in found):
+            return None, f"run {next(r for u, r in found if u is None)} has no per-unit '{key}' results", []
+        # one fixed model: every run (e.g. each seed's analysis of one pretrained checkpoint) must agree
+        first_ids, first_values = found[0][0]
+        if any(
+            list(ids) != list(first_ids) or not np.array_equal(values, first_values)
+            for (ids, values), _ in found[1:]
+        ):
+            return None, f"the {len(found)} runs of {side.label(metric)} differ: not one fixed model", []
+        arrays.append(found[0][0])
+        runs += [r for _, r in found]
+    ids_a, va = arrays[0]
+    if arrays[1] is None:
+        diffs, mean_b = va - float(con.b.value), float(con.b.value)
+    else:
+        ids_b, vb = arrays[1]
+        common = sorted(set(ids_a) & set(ids_b))
+        ia, ib = {u: i for i, u in enumerate(ids_a)}, {u: i for i, u in enumerate(ids_b)}
+        va = np.asarray([va[ia[u]] for u in common], float)
+        vb = np.asarray([vb[ib[u]] for u in common], float)
+        diffs, mean_b = va - vb, float(vb.mean()) if len(vb) else float("nan")
+    diffs = diffs[np.isfinite(diffs)]
+    if diffs.size < 10:
+        return None, f"only {diffs.size} paired units with finite values (needs ≥ 10)", runs
+    if np.ptp(diffs) == 0:
+        return None, f"the difference is {diffs[0]:+.4g} on every unit", runs
+    result = _unit_test(diffs, relation, margin)
+    result.mean_b = mean_b
+    return result, "", runs
+
+
+def _evaluate_contrasts(claim: Claim, spec: FamilySpec, setting: dict[str, Any], df: pd.DataFrame) -> Row:
+    contrasts, metric, relation, how, note = _setup(claim, spec, df)
+    row = Row(claim, setting, UNTESTABLE, reason=note)
+    if not contrasts:
+        row.reason = "no magnitude-preserving variant among these runs to compare with cosine"
+        return row
+    run_test = _unit_contrast if claim.level == "unit" else _seed_contrast
+    results, problems, runs = [], [], []
+    for con in contrasts:
+        label = f"{con.a.label(metric)} − {con.b.label(metric)}"
+        result, why, used = run_test(con, metric, relation, claim.margin, df)
+        runs += used
+        if result is None:
+            problems.append(f"{label}: {why}")
+            row.contrasts.append({"contrast": label, "reason": why})
+            continue
+        results.append(result)
+        row.contrasts.append(
+            {
+                "contrast": label,
+                "metric": con.a.metric or metric,
+                "effect": result.effect,
+                "ci_low": result.ci95[0],
+                "ci_high": result.ci95[1],
+                "mean_b": result.mean_b,
+                "n": result.n_seeds or result.n_units,
+            }
+        )
+    row.runs = sorted(set(runs))
+    row.scale = _scale_of(claim, spec, contrasts[0].a.metric or metric)
+    if problems:
+        row.reason = "; ".join(problems)
+        return row
+    row.verdict, row.p, per_contrast = decide(results, how)
+    for detail, p in zip(row.contrasts, per_contrast, strict=True):
+        detail["p"] = p
+    sign = -1 if relation == "less" else 1
+    # the headline contrast: for 'all' the weakest (it decides support), for 'any' the strongest
+    pick = min if how == "all" else max
+    head = pick(results, key=lambda t: sign * t.effect)
+    row.effect, (row.ci_low, row.ci_high), row.baseline = head.effect, head.ci95, head.mean_b
+    row.test = head.test + (
+        f"; {how} of {len(results)} contrasts" + (" (intersection-union)" if how == "all" else " (Holm)")
+        if len(results) > 1
+        else ""
+    )
+    row.n_seeds = min(t.n_seeds for t in results)
+    row.n_units = min(t.n_units for t in results)
+    row.mde = max(t.mde for t in results)
+    row.relative = all(
+        not c.b.is_constant
+        and (c.a.metric or metric) in spec.metrics
+        and (c.b.metric or metric) in spec.metrics
+        for c in contrasts
+    )
+    return row
+
+
+def _mean_metric(runs: pd.DataFrame, name: str) -> float:
+    """Mean of a metric over runs, ignoring runs where it is missing or not finite (NaN: none)."""
+    vals = [(m or {}).get(name) for m in runs["metrics"]]
+    vals = [float(v) for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _evaluate_predictor(claim: Claim, spec: FamilySpec, setting: dict[str, Any], df: pd.DataFrame) -> Row:
+    """Hit rate of a predictor (the side with the lower score) against the side that won at each seed,
+    binomial test against chance (0.5)."""
+    from scipy import stats as st
+
+    row = Row(claim, setting, UNTESTABLE)
+    (s1, k1), (s2, k2) = claim.scores.items()
+    hits = n = 0
+    for _, part in df.groupby("seed"):
+        both = part[part["variant"].isin([s1, s2])]
+        # the scores come from data no compared run trained on: every run of a seed records the same ones
+        score1, score2 = _mean_metric(part, k1), _mean_metric(part, k2)
+        out1 = _mean_metric(part[part["variant"] == s1], claim.metric)
+        out2 = _mean_metric(part[part["variant"] == s2], claim.metric)
+        if (
+            not all(math.isfinite(v) for v in (score1, score2, out1, out2))
+            or score1 == score2
+            or out1 == out2
+        ):
+            continue
+        hits += (s1 if score1 < score2 else s2) == (s1 if out1 > out2 else s2)
+        n += 1
+        row.runs += [f"{r['family']}/{r['run_id']}" for _, r in both.iterrows()]
+    row.n_seeds = n
+    if n == 0:
+        row.reason = f"no seed with {s1} and {s2} runs that carry the predictor's scores"
+        return row
+    res = st.binomtest(hits, n, 0.5)
+    ci = res.proportion_ci(0.95)
+    row.effect, row.ci_low, row.ci_high, row.p = hits / n, float(ci.low), float(ci.high), float(res.pvalue)
+    row.test = f"binomial test of the hit rate against chance (0.5) over {n} seeds"
+    row.ours = f"{hits}/{n} correct"
+    row.mde = _binomial_mde(n)
+    if math.isnan(row.mde):
+        row.reason = f"with {n} seeds not even a perfect predictor reaches p < {ALPHA}"
+    row.verdict = (SUPPORTED if hits / n > 0.5 else CONTRADICTED) if row.p < ALPHA else INCONCLUSIVE
+    return row
+
+
+@functools.lru_cache(maxsize=64)
+def _binomial_mde(n: int) -> float:
+    """The smallest true hit rate the binomial test detects with POWER at this n (NaN: none)."""
+    from scipy import stats as st
+
+    critical = next((k for k in range(n // 2, n + 1) if st.binomtest(k, n, 0.5).pvalue < ALPHA), None)
+    if critical is None:
+        return float("nan")
+    for rate in np.linspace(0.5, 1.0, 101):
+        if st.binom.sf(critical - 1, n, rate) >= POWER:
+            return float(rate)
+    return float("nan")
+
+
+def _evaluate_correlation(claim: Claim, spec: FamilySpec, setting: dict[str, Any], df: pd.DataFrame) -> Row:
+    """Pearson r across units (e.g. test sets) between x (mean over seeds, ``variant``'s runs) and the
+    relative gain of y of ``variant`` over ``baseline``; permutation test."""
+    from scipy import stats as st
+
+    row = Row(claim, setting, UNTESTABLE)
+    mine, base = df[df["variant"] == claim.variant], df[df["variant"] == claim.baseline]
+    if mine.empty or base.empty:
+        row.reason = f"needs runs of {claim.variant} and {claim.baseline}"
+        return row
+    row.runs = sorted(f"{r['family']}/{r['run_id']}" for _, r in pd.concat([mine, base]).iterrows())
+
+    xs, ys = [], []
+    for unit in mine["params"].iloc[0].get(claim.units_param) or []:
+        x = _mean_metric(mine, claim.x.format(unit=unit))
+        y1, y0 = _mean_metric(mine, claim.y.format(unit=unit)), _mean_metric(base, claim.y.format(unit=unit))
+        if all(math.isfinite(v) for v in (x, y1, y0)) and y0 != 0:
+            xs.append(x)
+            ys.append((y1 - y0) / abs(y0))
+    row.n_units = len(xs)
+    x, y = np.asarray(xs), np.asarray(ys)
+    if len(xs) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        row.reason = f"{len(xs)} {claim.units_param} with varying finite values: a correlation needs ≥ 3"
+        return row
+    res = st.permutation_test(
+        (x,),
+        lambda xv: st.pearsonr(xv, y).statistic,
+        permutation_type="pairings",
+        n_resamples=RESAMPLES,
+        rng=np.random.default_rng(0),
+    )
+    row.effect, row.p = float(st.pearsonr(x, y).statistic), float(res.pvalue)
+    if len(xs) > 3:
+        ci = st.pearsonr(x, y).confidence_interval(0.95)
+        row.ci_low, row.ci_high = float(ci.low), float(ci.high)
+    row.test = f"Pearson r across {len(xs)} {claim.units_param}, permutation test"
+    smallest_p = 2 / math.factorial(len(xs)) if math.factorial(len(xs)) <= RESAMPLES else 0.0
+    if smallest_p >= ALPHA:
+        row.reason = f"with {len(xs)} units the smallest attainable p is {smallest_p:.3g}: this design cannot reach significance"
+    else:
+        z = (st.norm.ppf(1 - ALPHA / 2) + st.norm.ppf(POWER)) / math.sqrt(len(xs) - 3)
+        row.mde = float(math.tanh(z))
+    row.verdict = (SUPPORTED if row.effect > 0 else CONTRADICTED) if row.p < ALPHA else INCONCLUSIVE
+    return row
+
+
+EVALUATORS = {
+    "contrast": _evaluate_contrasts,
+    "rule": _evaluate_contrasts,
+    "predictor": _evaluate_predictor,
+    "correlation": _evaluate_correlation,
+}
+
+
+def evaluate(records: pd.DataFrame, claims: list[Claim] | None = None) -> pd.DataFrame:
+    """Every claim against the records: one row per claim and setting, with a BH q over the rows.
+
+    ``records``: ``collate.load_records`` output (columns family, run_id, variant, seed, params,
+    metrics, record_dir). Nothing else is read, except the per-unit sidecars of ``level: unit`` claims.
+    """
+    claims = load_claims() if claims is None else claims
+    families = registry()
+    rows: list[Row] = []
+    for claim in claims:
+        spec = families[claim.family]
+        fam = records[records["family"] == claim.family] if len(records) else records
+        instances = _instances(claim, spec, fam)
+        if not instances:
+            where = ", ".join(f"{k}={v}" for k, v in claim.where.items())
+            reason = f"no {claim.family} runs" + (f" with {where}" if where else "")
+            rows.append(Row(claim, dict(claim.where), UNTESTABLE, reason=reason))
+            continue
+        for setting, df in instances:
+            reason = _unless_reason(claim, df)
+            if reason:
+                rows.append(Row(claim, setting, UNTESTABLE, reason=reason))
+            else:
+                rows.append(EVALUATORS[claim.kind](claim, spec, setting, df))
+    return to_frame(rows)
+
+
+COLUMNS = (
+    "family",
+    "id",
+    "statement",
+    "source",
+    "stands_for",
+    "kind",
+    "setting",
+    "verdict",
+    "reason",
+    "test",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "p",
+    "q_bh",
+    "n_seeds",
+    "n_units",
+    "mde",
+    "scale",
+    "baseline",
+    "ours",
+    "relative",
+    "paper",
+    "paper_effect",
+    "paper_relative",
+    "runs",
+    "contrasts",
+)
+
+
+def to_frame(rows: list[Row]) -> pd.DataFrame:
+    from scipy.stats import false_discovery_control
+
+    frame = pd.DataFrame(
+        [
+            {
+                "family": r.claim.family,
+                "id": r.claim.id,
+                "statement": r.claim.statement,
+                "source": r.claim.source,
+                "stands_for": r.claim.stands_for,
+                "kind": r.claim.kind,
+                "setting": ", ".join(f"{k}={v}" for k, v in r.setting.items()),
+                "verdict": r.verdict,
+                "reason": r.reason,
+                "test": r.test,
+                "effect": r.effect,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "p": r.p,
+                "q_bh": float("nan"),
+                "n_seeds": r.n_seeds,
+                "n_units": r.n_units,
+                "mde": r.mde,
+                "scale": r.scale,
+                "baseline": r.baseline,
+                "ours": r.ours,
+                "relative": r.relative,
+                "paper": paper_text(r.claim),
+                "paper_effect": paper_effect(r.claim),
+                "paper_relative": paper_relative(r.claim),
+                "runs": r.runs,
+                "contrasts": r.contrasts,
+            }
+            for r in rows
+        ],
+        columns=list(COLUMNS),
+    )
+    tested = frame["p"].notna() & (frame["verdict"] != UNTESTABLE)
+    if tested.any():
+        frame.loc[tested, "q_bh"] = false_discovery_control(
+            frame.loc[tested, "p"].to_numpy(float), method="bh"
+        )
+    return frame
+
+
+def paper_effect(claim: Claim) -> float:
+    """The paper's own effect for the claim (a − b in the paper's units), where it gives it."""
+    p = claim.paper
+    if "effect" in p:
+        return float(p["effect"])
+    if "a" in p and "b" in p:
+        return float(p["a"]) - float(p["b"])
+    return float("nan")
+
+
+def paper_relative(claim: Claim) -> float:
+    """The paper's effect as % of its second number (NaN where it does not give both)."""
+    p = claim.paper
+    return (
+        100 * (float(p["a"]) - float(p["b"])) / abs(float(p["b"]))
+        if "a" in p and p.get("b")
+        else float("nan")
+    )
+
+
+def paper_text(claim: Claim) -> str:
+    p = claim.paper
+    text = (
+        f"{p['a']:g} vs {p['b']:g}"
+        if "a" in p and "b" in p
+        else (f"{p['effect']:+g}" if "effect" in p else "")
+    )
+    return (text + (f" ({p['note']})" if p.get("note") else "")).strip()
+
+
+def verdict_counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {v: int((frame["verdict"] == v).sum()) for v in VERDICTS}
+
+
+def null_redraw(records: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The records with every variant redrawn from one distribution: within each family, setting (grid
+    axes) and seed, the variant labels are shuffled among the runs. A calibrated engine then finds
+    (almost) no variant effect; claims that compare metrics within one run (e.g. one model scored two
+    ways) or against a constant are not about variants and keep their verdicts."""
+    rng = np.random.default_rng(seed)
+    families = registry()
+    keys = [
+        (family, _axes_key(params, families[family].grid_axes), s)
+        for family, params, s in zip(records["family"], records["params"], records["seed"], strict=True)
+    ]
+    labels = records["variant"].to_numpy(copy=True)
+    for key in sorted(set(keys)):
+        idx = [i for i, k in enumerate(keys) if k == key]
+        labels[idx] = labels[rng.permutation(idx)]
+    out = records.copy()
+    out["variant"] = labels
+    out["params"] = [{**p, "variant": v} for p, v in zip(out["params"], labels, strict=True)]
+    return out

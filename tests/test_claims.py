@@ -1,0 +1,270 @@
+"""The claims engine: the shipped claims files, selection of runs, and a clear verdict (never a crash or
+p = 0) for every degenerate input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from helpers.fake_records import frame, two_variant_runs
+
+from embsym_lib import claims
+from embsym_lib.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, UNTESTABLE, ClaimSpecError
+from embsym_lib.families import registry
+
+ASYM = {"task": "asymmetric"}
+
+
+def claim(family: str = "synthetic", **fields) -> claims.Claim:
+    base = {"id": "t.claim", "statement": "s", "source": "s", "stands_for": "s", "metric": "ndcg@10"}
+    return claims.parse_claim({**base, **fields}, family)
+
+
+def rows(
+    values: dict[tuple[str, int], float | None], metric: str = "ndcg@10", params=ASYM, family="synthetic"
+):
+    return frame(
+        {
+            "family": family,
+            "variant": v,
+            "seed": s,
+            "params": dict(params),
+            "metrics": {} if x is None else {metric: x},
+        }
+        for (v, s), x in values.items()
+    )
+
+
+def only_row(df, c):
+    out = claims.evaluate(df, [c])
+    assert len(out) == 1
+    return out.iloc[0]
+
+
+# --- the shipped claims files ---------------------------------------------------------------------------
+
+
+def test_every_family_has_claims_and_every_claim_loads():
+    loaded = claims.load_claims()
+    assert {c.family for c in loaded} == set(registry())
+    for family in registry():
+        assert any(c.kind == "rule" for c in loaded if c.family == family), f"{family} has no rule claim"
+    assert len({c.id for c in loaded}) == len(loaded)
+
+
+def test_claims_without_runs_are_untestable_with_a_reason():
+    out = claims.evaluate(frame([]))
+    assert (out["verdict"] == UNTESTABLE).all()
+    assert out["reason"].str.startswith("no ").all()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": "magic"}, "unknown kind"),
+        ({"relation": "bigger", "contrasts": [["qnorm", "cosine"]]}, "unknown relation"),
+        ({"relation": "equivalent", "contrasts": [["qnorm", "cosine"]]}, "needs a margin"),
+        ({"contrasts": [["qnorm"]]}, "pair"),
+        ({"contrasts": [[0.5, "cosine"]]}, "first side"),
+        ({"contrasts": [["qnorm", "cosine"]], "margin": -1}, "positive"),
+        ({"contrasts": [["qnorm", "cosine"]], "colour": "red"}, "unknown keys"),
+        ({"contrasts": []}, "lists its contrasts"),
+        ({"kind": "rule", "margin": 0.01, "named": ["cosine"]}, "not magnitude-preserving"),
+        ({"kind": "predictor", "scores": {"qnorm": "k"}}, "two 'scores'"),
+        ({"contrasts": [[{"variant": "qnorm", "value": 1}, "cosine"]]}, "either a variant"),
+    ],
+)
+def test_bad_claims_are_refused_with_one_clear_error(fields, message):
+    with pytest.raises(ClaimSpecError, match=message):
+        claim(**fields)
+
+
+def test_claims_naming_unknown_variants_are_refused(tmp_path):
+    (tmp_path / "kg.yaml").write_text(
+        "family: kg\nclaims:\n  - {id: kg.x, statement: s, source: s, stands_for: s, metric: mrr, contrasts: [[euclidean, cosine]]}\n"
+    )
+    with pytest.raises(ClaimSpecError, match="not in family 'kg'"):
+        claims.load_claims(directory=tmp_path)
+    (tmp_path / "kg.yaml").write_text(
+        "family: kg\nclaims: [{id: kg.rule, statement: s, source: s, stands_for: s, kind: rule, margin: 0.01}]\n"
+    )
+    with pytest.raises(ClaimSpecError, match="pre-name"):
+        claims.load_claims(directory=tmp_path)
+    (tmp_path / "kg.yaml").write_text("family: kg\nclaims: [{id: kg.x, statement: 'a: b: c'\n")
+    with pytest.raises(ClaimSpecError, match="not valid YAML"):
+        claims.load_claims(directory=tmp_path)
+
+
+# --- degenerate inputs (the calibration issue's item d) -----------------------------------------------
+
+
+def test_constant_difference_is_untestable_not_p_zero():
+    df = rows(
+        {("qnorm", s): 0.6 + 0.01 * s for s in range(3)} | {("cosine", s): 0.5 + 0.01 * s for s in range(3)}
+    )
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["verdict"] == UNTESTABLE
+    assert "+0.1 in every seed" in r["reason"]
+    assert math.isnan(r["p"])
+
+
+def test_identical_sides_are_untestable():
+    df = rows({(v, s): 0.5 for v in ("qnorm", "cosine") for s in range(3)})
+    assert only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))["verdict"] == UNTESTABLE
+
+
+def test_single_seed_is_untestable():
+    df = rows({("qnorm", 0): 0.6, ("cosine", 0): 0.5})
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["verdict"] == UNTESTABLE and "one seed" in r["reason"]
+
+
+def test_missing_seeds_pair_what_is_there():
+    df = rows(
+        {("qnorm", 0): 0.61, ("qnorm", 1): 0.62, ("qnorm", 2): 0.64, ("cosine", 1): 0.5, ("cosine", 2): 0.51}
+    )
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["n_seeds"] == 2 and r["verdict"] in (SUPPORTED, INCONCLUSIVE)
+
+
+def test_non_finite_metrics_are_dropped_and_said():
+    df = rows({("qnorm", 0): None, ("qnorm", 1): float("nan"), ("cosine", 0): 0.5, ("cosine", 1): 0.4})
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["verdict"] == UNTESTABLE
+    assert "without" in r["reason"]
+
+
+def test_a_missing_side_is_untestable_and_named():
+    df = rows({("cosine", s): 0.5 + s / 100 for s in range(3)})
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["verdict"] == UNTESTABLE and "no runs of qnorm" in r["reason"]
+
+
+def test_two_records_for_one_seed_are_refused():
+    df = frame(
+        [
+            {"family": "synthetic", "variant": v, "seed": 0, "params": ASYM, "metrics": {"ndcg@10": 0.5}}
+            for v in ("qnorm", "qnorm", "cosine")
+        ]
+        + [
+            {"family": "synthetic", "variant": v, "seed": 1, "params": ASYM, "metrics": {"ndcg@10": 0.6}}
+            for v in ("qnorm", "cosine")
+        ]
+    )
+    r = only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))
+    assert r["verdict"] == UNTESTABLE and "more than one record" in r["reason"]
+
+
+def test_unless_makes_a_claim_untestable_with_its_reason():
+    df = rows(
+        {(v, s): 0.5 + 0.01 * s * (v == "qnorm") for v in ("qnorm", "cosine") for s in range(3)},
+        params={**ASYM, "reader": "offline:tiny-t5"},
+    )
+    c = claim(
+        where=ASYM,
+        contrasts=[["qnorm", "cosine"]],
+        unless=[{"where": {"reader": "offline:tiny-t5"}, "reason": "random reader"}],
+    )
+    r = only_row(df, c)
+    assert (r["verdict"], r["reason"]) == (UNTESTABLE, "random reader")
+
+
+# --- selection and direction --------------------------------------------------------------------------
+
+
+def test_free_grid_axes_split_a_claim_into_settings():
+    rng = np.random.default_rng(0)
+    df = two_variant_runs(rng, family="kg", metric="mrr", params={"dataset": "nations"})
+    df = frame(
+        list(df.to_dict("records"))
+        + list(
+            two_variant_runs(rng, family="kg", metric="mrr", params={"dataset": "umls"}).to_dict("records")
+        )
+    )
+    out = claims.evaluate(df, [claim(family="kg", metric="mrr", contrasts=[["qnorm", "cosine"]])])
+    assert list(out["setting"]) == ["dataset=nations", "dataset=umls"]
+
+
+def test_a_list_in_where_still_gives_one_setting_per_value():
+    rng = np.random.default_rng(0)
+    parts = [
+        two_variant_runs(rng, family="retrieval", metric="m", params={"encoder": e})
+        for e in ("minilm", "e5", "scratch")
+    ]
+    df = frame(r for p in parts for r in p.to_dict("records"))
+    c = claim(
+        family="retrieval", metric="m", where={"encoder": ["minilm", "e5"]}, contrasts=[["qnorm", "cosine"]]
+    )
+    assert list(claims.evaluate(df, [c])["setting"]) == ["encoder=e5", "encoder=minilm"]
+
+
+def test_direction_less_and_contradiction():
+    rng = np.random.default_rng(0)
+    df = two_variant_runs(rng, params=ASYM, effects={"qnorm": 0.1}, seeds=5, run_sd=0.005)
+    assert only_row(df, claim(where=ASYM, contrasts=[["qnorm", "cosine"]]))["verdict"] == SUPPORTED
+    assert only_row(df, claim(where=ASYM, contrasts=[["cosine", "qnorm"]]))["verdict"] == CONTRADICTED
+    assert (
+        only_row(df, claim(where=ASYM, relation="less", contrasts=[["cosine", "qnorm"]]))["verdict"]
+        == SUPPORTED
+    )
+
+
+def test_rule_follows_the_tasks_formal_symmetry():
+    rng = np.random.default_rng(0)
+    sym = two_variant_runs(
+        rng,
+        params={"task": "symmetric"},
+        metric="spearman",
+        variants=("cosine", "qnorm", "dot"),
+        effects={"qnorm": -0.3},
+        seeds=4,
+        run_sd=0.002,
+    )
+    asym = two_variant_runs(
+        rng, params=ASYM, variants=("cosine", "qnorm", "dot"), effects={"qnorm": 0.1}, seeds=4, run_sd=0.002
+    )
+    df = frame(list(sym.to_dict("records")) + list(asym.to_dict("records")))
+    out = claims.evaluate(df, [claim(kind="rule", named=["qnorm"], margin=0.02, metric="")]).set_index(
+        "setting"
+    )
+    assert out.loc["task=asymmetric", "verdict"] == SUPPORTED
+    assert "asymmetric" in out.loc["task=asymmetric", "reason"]
+    assert out.loc["task=symmetric", "verdict"] == SUPPORTED  # cosine ≥ dot within 0.02, ≫ qnorm
+    assert "symmetric" in out.loc["task=symmetric", "reason"]
+
+
+def test_rows_carry_effect_interval_runs_and_bh_q():
+    rng = np.random.default_rng(2)
+    df = two_variant_runs(rng, params=ASYM, effects={"qnorm": 0.05}, seeds=4)
+    out = claims.evaluate(
+        df,
+        [
+            claim(where=ASYM, contrasts=[["qnorm", "cosine"]]),
+            claim(id="t.two", where=ASYM, contrasts=[["dnorm", "cosine"]]),
+        ],
+    )
+    first = out.iloc[0]
+    assert first["ci_low"] < first["effect"] < first["ci_high"]
+    assert len(first["runs"]) == 8 and first["q_bh"] >= first["p"]
+    assert out.iloc[1]["verdict"] == UNTESTABLE and math.isnan(out.iloc[1]["q_bh"])
+
+
+def test_null_redraw_leaves_no_variant_effect():
+    """``null_redraw`` shuffles variant labels among the runs of one setting and seed: a planted
+    variant effect vanishes from the verdicts."""
+    rng = np.random.default_rng(0)
+    df = two_variant_runs(rng, params=ASYM, effects={"qnorm": 0.2}, seeds=3, run_sd=0.001)
+    c = claim(where=ASYM, contrasts=[["qnorm", "cosine"]])
+    assert only_row(df, c)["verdict"] == SUPPORTED
+    outcomes = [only_row(claims.null_redraw(df, seed=s), c)["verdict"] for s in range(40)]
+    assert outcomes.count(SUPPORTED) < len(outcomes) / 2
+
+
+def test_holm_agrees_with_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 3, 7):
+        p = rng.uniform(0, 0.2, m)
+        assert claims.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
