@@ -16,15 +16,11 @@ Every name assigned in the parameters cell (and in papermill's injected cell) be
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import records
+from . import records, runtime
 from .families import FamilySpec, get_family
 
 _MARK = "__embsym_names_before_parameters__"
@@ -37,21 +33,13 @@ def begin(namespace: dict[str, Any]) -> None:
     namespace[_MARK] = set(namespace) | {_MARK}
 
 
-def seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002 - libraries draw from the legacy global state
-    torch.manual_seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-
-
 class RunContext:
     """One run of a family notebook: its validated parameters, directory, and record."""
 
-    def __init__(self, spec: FamilySpec, params: dict[str, Any], run_dir: Path):
+    def __init__(self, spec: FamilySpec, params: dict[str, Any], run_dir: Path, device: str = "cpu"):
         self.spec = spec
         self.params = params
+        self.device = device
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.started = records.now_iso()
@@ -110,7 +98,8 @@ class RunContext:
 
 
 def collect(namespace: dict[str, Any], family: str) -> RunContext:
-    """Parameters = plain values named after ``begin``; validate them, seed, and open the run."""
+    """Parameters = plain values named after ``begin``; validate them (the family's schema: unknown
+    names and bad values are refused, naming the parameter), seed, set threads and device, open the run."""
     from .params import validate_point
 
     spec = get_family(family)
@@ -125,10 +114,10 @@ def collect(namespace: dict[str, Any], family: str) -> RunContext:
     for required in ("variant", "seed", "profile", "run_dir"):
         if required not in params:
             raise ValueError(f"the {family} notebook's parameters cell must define {required!r}")
-    validate_point(spec, params)
+    params = validate_point(spec, params)
     run_dir = params["run_dir"] or str(
         DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}"
     )
     params["run_dir"] = str(run_dir)
-    seed_everything(int(params["seed"]))
-    return RunContext(spec, params, Path(run_dir))
+    device = runtime.configure(params)
+    return RunContext(spec, params, Path(run_dir), device)

@@ -33,18 +33,16 @@ from typing import Any
 import nbformat
 import yaml
 
+from . import schema
 from .families import FamilySpec, get_family
 from .records import PROJECT_ROOT
+from .schema import ParamError
 from .similarity import check_variant
 
 PARAMS_DIR = PROJECT_ROOT / "params"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 RESERVED = ("variant", "seed", "profile", "run_dir")
 TOP_LEVEL_KEYS = ("description", "variants", "seeds", "grid", "parameters", "resources")
-
-
-class ParamError(ValueError):
-    """A parameter problem found before any compute; the message says what and where."""
 
 
 @dataclass(frozen=True)
@@ -123,9 +121,12 @@ def check_types(params: dict[str, Any], defaults: dict[str, Any], where: str) ->
             )
 
 
-def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None = None) -> None:
-    """Checks of one fully-resolved grid point: variant, seed, task, and the family's own checks."""
+def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+    """One fully-resolved grid point checked (the family's schema, variant, task, the family's own
+    checks); returns the parameters as the schema completes and normalizes them."""
     where = where or f"{spec.name}"
+    if spec.params is not None:
+        params = schema.validate(spec.params, params, where)
     try:
         check_variant(params.get("variant"), spec.variants)
     except ValueError as e:
@@ -145,6 +146,7 @@ def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None =
             raise
         except (ValueError, FileNotFoundError, KeyError) as e:
             raise ParamError(f"{where}: {e}") from None
+    return params
 
 
 def load_profile(family: str, profile: str, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
@@ -202,7 +204,7 @@ def expand(
     spec = get_family(family)
     raw = load_profile(family, profile, params_dir)
     where = raw["_path"]
-    defaults = notebook_defaults(notebook_path(spec))
+    defaults = schema.defaults(spec.params) if spec.params else notebook_defaults(notebook_path(spec))
     for name in RESERVED:
         if name not in defaults:
             raise ParamError(f"{notebook_path(spec)}: parameters cell must define {name!r}")
@@ -224,7 +226,8 @@ def expand(
             raise ParamError(
                 f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters"
             )
-    check_types(base, defaults, where)
+    if spec.params is None:  # a family without a schema: its notebook's parameters cell types the values
+        check_types(base, defaults, where)
 
     resources = dict(raw.get("resources") or {})
     points: dict[str, GridPoint] = {}  # by run id: blocks may overlap
@@ -236,7 +239,8 @@ def expand(
         axis_values = [_as_list(block["axes"][a], f"grid.{a}", where) for a in axis_names]
         for a, vals in zip(axis_names, axis_values, strict=True):
             for v in vals:
-                check_types({a: v}, defaults, where)
+                if spec.params is None:
+                    check_types({a: v}, defaults, where)
         for combo in itertools.product(*axis_values):
             axes = dict(zip(axis_names, combo, strict=True))
             for variant in variant_list:
@@ -250,7 +254,7 @@ def expand(
                         "profile": profile,
                     }
                     params["run_dir"] = ""
-                    validate_point(
+                    params = validate_point(
                         spec,
                         params,
                         where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
@@ -316,8 +320,12 @@ def _check_processes_fit(params: dict[str, Any], resources: dict[str, Any], wher
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``name=value`` from the command line; the value is parsed as YAML (numbers, lists, booleans)."""
+    """``name=value`` from the command line; the value is parsed as YAML (numbers, lists, booleans; the
+    family's schema then reads ``1e-3`` as a number)."""
     if "=" not in text:
         raise ParamError(f"--set expects name=value, got {text!r}")
     name, value = text.split("=", 1)
-    return name.strip(), yaml.safe_load(value)
+    try:
+        return name.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ParamError(f"--set {name.strip()}: cannot read the value {value!r} (YAML: a number, a word, [a, b])") from None

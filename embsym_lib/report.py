@@ -309,3 +309,17 @@ def install_table_format(digits: int = 3) -> None:
         shell.display_formatter.formatters["text/html"].for_type(
             pd.DataFrame, lambda t: dataframe_html(t, digits)
         )
+
+
+def show_item(item) -> None:
+    """Display one ``ReportItem`` of a family section in the report notebook."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    if item.text:
+        display(Markdown(item.text))
+    if item.table is not None:
+        display(item.table)
+    if item.figure is not None:
+        display(item.figure)
+        plt.close(item.figure)

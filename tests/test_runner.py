@@ -39,7 +39,7 @@ def test_cli_rejects_bad_input_before_any_compute(tmp_path, capsys):
         (["run", "nope"], "unknown family 'nope'"),
         (["run", "synthetic", "--variants", "cosin"], "unknown similarity variant 'cosin'"),
         (["run", "synthetic", "--profile", "huge"], "unknown profile 'huge'"),
-        (["run", "synthetic", "--set", "epochs=two"], "parameter 'epochs' must be int"),
+        (["run", "synthetic", "--set", "epochs=two"], "parameter 'epochs': input should be a valid integer"),
         (["run", "synthetic", "--set", "n_docs=3"], "n_relevant (5) must be smaller than n_docs (3)"),
         (["run", "synthetic", "--jobs", "0"], "--jobs must be >= 1"),
     ]:

@@ -1,7 +1,11 @@
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from cases import FamilyContract
+from helpers.fake_records import frame
 
 from embsym_lib import collate, testbed
 from embsym_lib.claims import VERDICTS, evaluate
@@ -79,3 +83,49 @@ def test_collate_flags_runs_pooled_across_different_parameters(synthetic_runs):
     assert collate.mixed_parameters(spec, df) == {}
     df.at[0, "params"] = {**df.at[0, "params"], "epochs": 99}
     assert collate.mixed_parameters(spec, df) == {"epochs": ["2", "99"]}
+
+
+class TestSyntheticContract(FamilyContract):
+    family = "synthetic"
+    tiny = {"n_docs": 300, "n_train": 512, "n_test": 100, "n_heldout": 128, "epochs": 2, "batch_size": 64}
+    tiny_axes = {"task": "asymmetric"}
+    bad = (
+        ({"n_docs": 3}, "n_relevant \\(5\\) must be smaller than n_docs \\(3\\)"),
+        ({"batch_size": 9000}, "batch_size \\(9000\\) exceeds n_train"),
+        ({"n_heldout": 10}, "parameter 'n_heldout': input should be greater than or equal to 64"),
+        ({"lr": float("nan")}, "parameter 'lr': input should be a finite number"),
+        ({"device": "cuda"}, "parameter 'device'"),
+    )
+    unit_means = {"ndcg@10": "ndcg@10"}
+    not_recorded_by_tiny_run = frozenset({"spearman"})  # the symmetric task's
+
+    def fake_records(self) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        rows = []
+        for task in ("asymmetric", "symmetric", "ablation"):
+            for variant in ("cosine", "dot", "qnorm", "dnorm", "learn"):
+                for seed in (0, 1, 2):
+                    value = 0.5 + 0.05 * (variant == "qnorm") + rng.normal(0, 0.01)
+                    metric = "spearman" if task == "symmetric" else "ndcg@10"
+                    cross = {f"xeval_{v}_{metric}": value for v in ("cosine", "dot", "qnorm", "dnorm")}
+                    metrics = {metric: value, **cross, "fisher_kappa_qnorm": 10.0, "fisher_kappa_dnorm": 20.0}
+                    metrics["ndcg@10_drop_norm_shuffled"] = 0.0 if variant == "cosine" else 0.01
+                    curves = {f"val_{metric}": {"x": [1, 2], "y": [value - 0.1, value]}}
+                    rows.append(
+                        {
+                            "family": "synthetic",
+                            "variant": variant,
+                            "seed": seed,
+                            "params": {"task": task},
+                            "metrics": metrics,
+                            "curves": curves,
+                            "extra": {"fisher_predicted": "qnorm"},
+                        }
+                    )
+        df = frame(rows)
+        return df.assign(task=[p["task"] for p in df["params"]], **pd.DataFrame(list(df["metrics"])))
+
+    def check_record(self, record, run_dir):
+        metrics = record["metrics"]
+        assert metrics["fisher_kappa_qnorm"] >= 1 and len(record["curves"]["val_ndcg@10"]["y"]) == 2
+        assert 0.0 < metrics["gamma_q"] < 1.0

@@ -12,12 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..schema import RunParams
 from ..similarity import VARIANTS
 from ..symmetry import TaskSymmetry
 
 
 class UnknownFamilyError(ValueError):
     pass
+
+
+@dataclass
+class ReportItem:
+    """One piece of a family's report section: a paragraph (markdown), then a table or a figure. A
+    family's ``sections(records)`` returns a list of them and displays nothing."""
+
+    text: str = ""
+    table: Any = None  # a DataFrame
+    figure: Any = None  # a matplotlib Figure
 
 
 @dataclass(frozen=True)
@@ -32,9 +43,12 @@ class FamilySpec:
     - ``metrics``: metrics the report tabulates (higher is better), ``primary_metric`` the one used
       for significance tests and the symmetry verdict (a dict task -> metric when tasks differ);
       ``metric_scale`` multiplies them for display.
-    - ``validate(params)``: family-specific checks of one grid point's parameters (known dataset,
-      existing file, ...), raising ValueError with one clear message, called before any compute.
-    - ``report(records)``: optional extra report content (figures, matrices) from the records frame.
+    - ``params``: the parameter schema (``schema.RunParams`` subclass): types, ranges, defaults and the
+      family's cross-field checks, one place; the notebook's parameters cell is generated from it.
+    - ``validate(params)``: (families without a schema) checks of one grid point's parameters.
+    - ``sections(records)``: the family's own report content, a list of ``report.Item`` (text, table
+      or figure), pure: it displays nothing.
+    - ``report(records)``: (older families) report content displayed directly.
     - ``reference()``: optional paper numbers as a DataFrame with columns
       (setting, metric, variant, value[, std]) to sit beside ours.
     """
@@ -50,7 +64,9 @@ class FamilySpec:
     grid_axes: tuple[str, ...] = ()
     metric_scale: float = 1.0
     description: str = ""
+    params: type[RunParams] | None = None
     validate: Callable[[dict[str, Any]], None] | None = None
+    sections: Callable[[Any], list] | None = None
     report: Callable[[Any], None] | None = None
     reference: Callable[[], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -359,7 +359,7 @@ def train_worker(spec: dict[str, Any]) -> None:
     import torch
 
     from ..distributed import is_main_process, local_device, rank
-    from ..notebook import seed_everything
+    from ..runtime import seed_everything
 
     params, variant, seed = spec["params"], spec["variant"], spec["seed"]
     seed_everything(seed)

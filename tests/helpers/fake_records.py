@@ -25,6 +25,8 @@ def frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "status": "complete",
                 "params": params,
                 "metrics": r["metrics"],
+                "curves": r.get("curves", {}),
+                "extra": r.get("extra", {}),
                 "record_dir": r.get("record_dir", ""),
             }
         )

@@ -1,0 +1,112 @@
+"""The synthetic testbed's steps, in the order its notebook runs them: task, Fisher prediction (before
+training), training, evaluation with cross-evaluation and the magnitude diagnostics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ... import testbed
+from ...diagnostics import predict_side
+from ...similarity import FIXED_VARIANTS
+
+
+def make_task(params: dict[str, Any]):
+    """The generated task: its data come from ``data_seed``, the same for every run."""
+    if params["task"] == "symmetric":
+        return testbed.make_symmetric_task(
+            params["data_seed"],
+            params["n_train"],
+            params["n_test"],
+            params["latent_dim"],
+            params["input_dim"],
+            params["magnitude_noise"],
+            params["input_noise"],
+        )
+    return testbed.make_asymmetric_task(
+        params["data_seed"],
+        params["n_docs"],
+        params["n_train"],
+        params["n_test"],
+        params["n_heldout"],
+        params["latent_dim"],
+        params["input_dim"],
+        params["quality_weight"],
+        params["input_noise"],
+        params["n_relevant"],
+    )
+
+
+def fisher_prediction(task, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher predictor on held-out queries embedded by this seed's *untrained* encoders: nothing any
+    compared run trained on (the referee's non-circularity condition). Empty for the symmetric task."""
+    if params["task"] == "symmetric":
+        return {}
+    torch.manual_seed(int(params["seed"]))
+    init_q = testbed.mlp(task.train_q_x.shape[1], params["hidden"], params["embedding_dim"])
+    init_d = testbed.mlp(task.doc_x.shape[1], params["hidden"], params["embedding_dim"])
+    return predict_side(*testbed.heldout_embeddings(task, init_q, init_d), scale=params["scale"])
+
+
+def train(task, params: dict[str, Any]) -> dict[str, Any]:
+    """Train the run's variant (the testbed's own loop: no domain library to patch)."""
+    common = dict(
+        epochs=params["epochs"],
+        batch_size=params["batch_size"],
+        lr=params["lr"],
+        hidden=params["hidden"],
+        embed_dim=params["embedding_dim"],
+    )
+    variant, seed = params["variant"], int(params["seed"])
+    if params["task"] == "symmetric":
+        return testbed.train_symmetric(task, variant, seed, **common)
+    return testbed.train_asymmetric(
+        task,
+        variant,
+        seed,
+        scale=params["scale"],
+        ablation=params["task"] == "ablation",
+        sgd_lr=params["sgd_lr"],
+        **common,
+    )
+
+
+def evaluate(task, trained: dict[str, Any], params: dict[str, Any], fisher: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics under the run's own scoring, the cross-evaluation row (the same embeddings scored with
+    each fixed variant), magnitude diagnostics, the per-query units; ``{metrics, extra, units}``."""
+    if params["task"] == "symmetric":
+        metrics = testbed.evaluate_symmetric(task, trained["encoder"], trained["similarity"])
+        cross = {
+            v: testbed.evaluate_symmetric(task, trained["encoder"], None, v)["spearman"]
+            for v in FIXED_VARIANTS
+        }
+        metrics.update({f"xeval_{v}_spearman": s for v, s in cross.items()})
+        extra: dict[str, Any] = {"cross_eval": {"metric": "spearman", "scores": cross}}
+        units: dict[str, Any] = {}  # Spearman over pairs is not a mean over units
+    else:
+        encoders = trained["q_encoder"], trained["d_encoder"]
+        metrics = testbed.evaluate_asymmetric(task, *encoders, trained["similarity"], per_query=True)
+        per_query = metrics.pop("per_query")
+        units = {"ndcg@10": (list(per_query), list(per_query.values()))}
+        metrics.update(testbed.magnitude_shuffle(task, *encoders, trained["similarity"], int(params["seed"])))
+        cross = {v: testbed.evaluate_asymmetric(task, *encoders, None, v)["ndcg@10"] for v in FIXED_VARIANTS}
+        metrics.update({f"xeval_{v}_ndcg@10": s for v, s in cross.items()})
+        metrics.update(
+            {"fisher_kappa_qnorm": fisher["kappa_qnorm"], "fisher_kappa_dnorm": fisher["kappa_dnorm"]}
+        )
+        extra = {
+            "cross_eval": {"metric": "ndcg@10", "scores": cross},
+            "fisher_predicted": fisher["predicted"],
+        }
+    if params["variant"] == "learn":
+        metrics.update(trained["similarity"].gammas())
+    return {"metrics": metrics, "extra": extra, "units": units}
+
+
+def run_task(params: dict[str, Any]) -> dict[str, Any]:
+    """Every step at once (benchmarks and tests): ``{metrics, curves, extra, units}``."""
+    task = make_task(params)
+    fisher = fisher_prediction(task, params)
+    trained = train(task, params)
+    return {**evaluate(task, trained, params, fisher), "curves": trained["curves"]}

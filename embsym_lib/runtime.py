@@ -1,0 +1,41 @@
+"""What a run sets once, before any work: the seeds, torch's threads and the device.
+
+Called by ``notebook.collect`` for every run (and by each process of a distributed training step),
+so that no family sets them again."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - libraries draw from the legacy global state
+    torch.manual_seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` is cuda where torch sees a GPU, else cpu; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but torch sees no GPU on this machine (use device=auto or cpu)")
+    return name
+
+
+def configure(params: dict) -> str:
+    """Seed, set torch's threads; returns the device the run uses."""
+    import torch
+
+    seed_everything(int(params["seed"]))
+    if "threads" in params:
+        torch.set_num_threads(int(params["threads"]))
+    return resolve_device(params.get("device", "cpu"))
