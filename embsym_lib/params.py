@@ -328,4 +328,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return name.strip(), yaml.safe_load(value)
     except yaml.YAMLError:
-        raise ParamError(f"--set {name.strip()}: cannot read the value {value!r} (YAML: a number, a word, [a, b])") from None
+        raise ParamError(
+            f"--set {name.strip()}: cannot read the value {value!r} (YAML: a number, a word, [a, b])"
+        ) from None
