@@ -89,16 +89,20 @@ def norm_stats(emb: torch.Tensor | np.ndarray) -> dict[str, float]:
 
 
 def cross_evaluate(
-    q: torch.Tensor,
-    d: torch.Tensor,
-    metric: Callable[[torch.Tensor], float],
-    variants: Iterable[str] = FIXED_VARIANTS,
+    evaluate: Callable[[str], float], variants: Iterable[str] = FIXED_VARIANTS
 ) -> dict[str, float]:
-    """Score the *same* embeddings with each variant and apply ``metric`` to the [N, M] score matrix.
+    """One row of the paper's cross-evaluation matrix: the run's trained model evaluated, by the family's
+    own evaluation, under every fixed variant. ``evaluate(variant)`` scores the same embeddings with
+    ``variant``: ``on_embeddings`` when a score matrix suffices, or the library's evaluator inside the
+    adapter's ``scored_with`` context."""
+    return {v: float(evaluate(v)) for v in variants}
 
-    Embeddings trained under X, scored under every Y: one row of the paper's cross-evaluation matrix.
-    """
-    return {v: float(metric(pairwise(q, d, v))) for v in variants}
+
+def on_embeddings(
+    q: torch.Tensor, d: torch.Tensor, metric: Callable[[torch.Tensor], float]
+) -> Callable[[str], float]:
+    """``evaluate`` for ``cross_evaluate`` from fixed embeddings: ``metric`` of the [N, M] score matrix."""
+    return lambda variant: float(metric(pairwise(q, d, variant)))
 
 
 def per_example_info_nce_grads(

@@ -36,7 +36,7 @@ def test_coefficient_of_variation_and_norm_stats():
 
 def test_cross_evaluate_scores_the_same_embeddings_with_every_variant():
     q, d = torch.randn(3, 4), torch.randn(5, 4)
-    out = D.cross_evaluate(q, d, lambda s: float(s.sum()))
+    out = D.cross_evaluate(D.on_embeddings(q, d, lambda s: float(s.sum())))
     assert set(out) == {"cosine", "dot", "qnorm", "dnorm"}
     assert out["dot"] == pytest.approx(float(pairwise(q, d, "dot").sum()), rel=1e-5)
 

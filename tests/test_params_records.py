@@ -165,3 +165,18 @@ def test_grid_blocks_are_united_with_their_own_variants_and_seeds(tmp_path):
 def test_bad_grid_blocks(tmp_path, grid, message):
     with pytest.raises(ParamError, match=message):
         _synthetic_points(tmp_path, grid)
+
+
+def test_notebooks_and_parameter_reference_are_generated_from_the_schemas():
+    import subprocess
+    import sys
+
+    from embsym_lib.records import PROJECT_ROOT
+
+    out = subprocess.run(
+        [sys.executable, "tools/sync_parameters.py", "--check"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr + " (run tools/sync_parameters.py)"

@@ -1,6 +1,6 @@
 """Write what derives from the families' parameter schemas: each notebook's ``parameters`` cell and
-``docs/parameters.md``. ``python tools/sync_parameters.py`` after changing a schema; ``--check`` only
-says what is out of date (exit 1), which the test suite runs."""
+``docs/parameters.md``. ``python tools/sync_parameters.py`` after changing a schema (``... FAMILY``: that
+family's notebook only); ``--check`` only says what is out of date (exit 1), which the test suite runs."""
 
 from __future__ import annotations
 
@@ -66,10 +66,10 @@ def reference() -> str:
     return "\n".join(parts)
 
 
-def main(check: bool) -> int:
+def main(check: bool, only: list[str]) -> int:
     stale = []
     for name, spec in registry().items():
-        if spec.params is None:
+        if spec.params is None or (only and name not in only):
             continue
         path, nb, cell = notebook_cell(spec)
         wanted = schema.parameters_cell(spec.params, name)
@@ -79,7 +79,7 @@ def main(check: bool) -> int:
                 cell.source = wanted
                 nbformat.write(nb, path)
     text = reference()
-    if not DOC.exists() or DOC.read_text() != text:
+    if not only and (not DOC.exists() or DOC.read_text() != text):
         stale.append(str(DOC.relative_to(ROOT)))
         if not check:
             DOC.write_text(text)
@@ -89,4 +89,5 @@ def main(check: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main("--check" in sys.argv[1:]))
+    args = sys.argv[1:]
+    sys.exit(main("--check" in args, [a for a in args if not a.startswith("--")]))

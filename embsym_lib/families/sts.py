@@ -35,7 +35,7 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
-from ..diagnostics import cross_evaluate, norm_stats
+from ..diagnostics import cross_evaluate, norm_stats, on_embeddings
 from ..records import project_path
 from ..similarity import FIXED_VARIANTS, VARIANTS, Similarity, make_similarity
 from ..symmetry import unordered
@@ -171,8 +171,12 @@ def _make_evaluator_class():
                 "spearman": spearman,
                 "spearman_swapped": _correlations(labels, swapped)[1],
             }
-            cross_spearman = cross_evaluate(a, b, lambda s: _correlations(labels, s.diagonal().numpy())[1])
-            cross_pearson = cross_evaluate(a, b, lambda s: _correlations(labels, s.diagonal().numpy())[0])
+            cross_spearman = cross_evaluate(
+                on_embeddings(a, b, lambda s: _correlations(labels, s.diagonal().numpy())[1])
+            )
+            cross_pearson = cross_evaluate(
+                on_embeddings(a, b, lambda s: _correlations(labels, s.diagonal().numpy())[0])
+            )
             for variant in FIXED_VARIANTS:
                 metrics[f"spearman_as_{variant}"] = cross_spearman[variant]
                 metrics[f"pearson_as_{variant}"] = cross_pearson[variant]
