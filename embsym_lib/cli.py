@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--profile", default="offline")
     c.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
+    c.add_argument("--params-dir", type=Path, default=PARAMS_DIR, help=argparse.SUPPRESS)
 
     cl = sub.add_parser("claims", help="test the paper's claims on the records and print the verdicts")
     cl.add_argument("families", nargs="*", help="only these families (default: all)")
@@ -112,7 +113,7 @@ def _cmd_run(args) -> int:
 def _cmd_collate(args) -> int:
     from .collate import render_report
 
-    html = render_report(args.outputs, args.profile)
+    html = render_report(args.outputs, args.profile, args.params_dir)
     print(f"embsym: report written to {html}")
     return 0
 
@@ -127,6 +128,7 @@ def _cmd_claims(args) -> int:
             f"unknown family {unknown[0]!r}; valid families are: {', '.join(registry())}"
         )
     records = load_records(args.outputs, profile=args.profile)
+    records = records[records["in_grid"].astype(bool)] if len(records) else records
     if args.null_redraw is not None and not records.empty:
         records = claims.null_redraw(records, seed=args.null_redraw)
     rows = claims.evaluate(records, claims.load_claims(args.families or None))

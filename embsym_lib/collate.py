@@ -5,6 +5,7 @@ Verdicts come from ``claims``; tables and figures from ``report``."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +19,32 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 BASE_COLUMNS = ["family", "profile", "run_id", "variant", "seed", "status", "wall_time_s", "finished"]
 
 
-def load_records(outputs_dir: Path, complete_only: bool = True, profile: str | None = None) -> pd.DataFrame:
+def load_records(
+    outputs_dir: Path, complete_only: bool = True, profile: str | None = None, params_dir: Path | None = None
+) -> pd.DataFrame:
     """One row per run record under ``outputs_dir/<family>/<run_id>/record.json``.
 
-    Columns: family, profile, run_id, variant, seed, status, wall_time_s, finished, one column per grid
-    axis of the family and per metric, and the dicts params, metrics, curves, extra, versions, git.
-    Where one grid point (family, profile, axes, variant, seed) was run with different parameters,
-    only the most recently finished record is kept.
+    Columns: family, profile, run_id, variant, seed, status, wall_time_s, finished, record_dir, one
+    column per grid axis of the family and per metric, the dicts params, metrics, curves, extra,
+    versions, git, device, and ``in_grid``: whether the run's parameters (all but the seed) are those of
+    a grid point of its profile (``params/<profile>/<family>.yaml``). The report pools only runs in the
+    grid; a run with other parameters (a ``--set`` sweep, an ad hoc notebook run) is listed apart and
+    never replaces one. Of records with identical parameters and seed (a re-run), the latest is kept.
+    ``df.attrs["unreadable"]`` lists record files that could not be read (also warned about).
     """
+    from .params import PARAMS_DIR, grid_keys, params_key
+
     rows: list[dict[str, Any]] = []
+    unreadable: list[str] = []
     families = registry()
+    keys: dict[tuple[str, str], set[str] | None] = {}
     for path in sorted(Path(outputs_dir).glob("*/*/" + records.RECORD_NAME)):
         try:
             rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            unreadable.append(f"{path}: {e}")
             continue
         if complete_only and rec.get("status") != "complete":
             continue
@@ -47,20 +60,45 @@ def load_records(outputs_dir: Path, complete_only: bool = True, profile: str | N
             row[k] = v
         for k in ("params", "metrics", "curves", "extra", "versions", "git", "device"):
             row[k] = rec.get(k) or {}
-        row["axes_key"] = json.dumps(
-            {a: params.get(a) for a in (spec.grid_axes if spec else ())}, sort_keys=True
-        )
+        row["params_key"] = params_key(params)
+        group = (str(rec.get("family")), str(rec.get("profile")))
+        if group not in keys:
+            keys[group] = grid_keys(*group, params_dir or PARAMS_DIR) if spec else set()
+        row["in_grid"] = keys[group] is None or row["params_key"] in keys[group]
         rows.append(row)
+    if unreadable:
+        warnings.warn("unreadable run records skipped: " + "; ".join(unreadable), stacklevel=2)
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=BASE_COLUMNS)
+        df = pd.DataFrame(columns=[*BASE_COLUMNS, "in_grid"])
+        df.attrs["unreadable"] = unreadable
+        return df
     # Keep grid-axis values as recorded: a family without an axis must not turn another's ints to floats.
     for axis in {a for spec in families.values() for a in spec.grid_axes} & set(df.columns):
         df[axis] = pd.Series([row.get(axis) for row in rows], dtype=object, index=df.index)
     df = df.sort_values("finished").drop_duplicates(
-        ["family", "profile", "axes_key", "variant", "seed", "status"], keep="last"
+        ["family", "profile", "params_key", "variant", "seed", "status"], keep="last"
     )
-    return df.drop(columns="axes_key").reset_index(drop=True)
+    df = df.drop(columns="params_key").reset_index(drop=True)
+    df.attrs["unreadable"] = unreadable
+    return df
+
+
+def outside_grid(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs the report does not pool: parameters other than any grid point of their profile."""
+    if df.empty or "in_grid" not in df:
+        return pd.DataFrame()
+    out = df[~df["in_grid"].astype(bool)]
+    return pd.DataFrame(
+        {
+            "family": out["family"],
+            "profile": out["profile"],
+            "variant": out["variant"],
+            "seed": out["seed"],
+            "run": out["run_id"],
+            "finished": out["finished"],
+        }
+    ).reset_index(drop=True)
 
 
 def _axis_groups(spec: FamilySpec, df: pd.DataFrame):
@@ -113,22 +151,27 @@ def provenance(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_report(outputs_dir: Path, profile: str = "offline") -> Path:
-    """Execute notebooks/results.ipynb over the records and export outputs/report.html (self-contained)."""
+def render_report(outputs_dir: Path, profile: str = "offline", params_dir: Path | None = None) -> Path:
+    """Execute notebooks/results.ipynb over the records and export outputs/report.html (self-contained).
+    ``params_dir``: the parameter sets that define each profile's grid (default: the project's params/)."""
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
 
-    from .runner import KERNEL_ARGUMENTS, _kernel_environment
+    from .runner import KERNEL_ARGUMENTS, kernel_environment
 
     outputs_dir = Path(outputs_dir)
     outputs_dir.mkdir(parents=True, exist_ok=True)
-    _kernel_environment(profile)
+    kernel_environment(profile)
     executed = outputs_dir / "results.ipynb"
     pm.execute_notebook(
         str(NOTEBOOKS_DIR / "results.ipynb"),
         str(executed),
-        parameters={"profile": profile, "outputs_dir": str(outputs_dir.resolve())},
+        parameters={
+            "profile": profile,
+            "outputs_dir": str(outputs_dir.resolve()),
+            "params_dir": str(Path(params_dir).resolve()) if params_dir else "",
+        },
         kernel_name="python3",
         progress_bar=False,
         cwd=str(NOTEBOOKS_DIR),

@@ -1,7 +1,7 @@
 """Multi-process (DDP) training inside one run: torchrun launches a worker function, the notebook waits.
 
 Notebooks cannot run under torchrun, so a family's training step hands over to a worker instead:
-``launch("embsym_lib.families.retrieval:train_worker", spec, nproc, workdir)`` writes ``spec`` to JSON and
+``launch("embsym_lib.families.retrieval.pipeline:train_worker", spec, nproc, workdir)`` writes ``spec`` to JSON and
 runs ``python -m torch.distributed.run --standalone --nproc_per_node=N -m embsym_lib.distributed TARGET
 SPEC`` with this interpreter. Each process calls ``TARGET(spec)``; the library's own trainer (transformers'
 Trainer via Accelerate) sees the torchrun environment and wraps the model in DDP. The worker's rank 0 writes

@@ -16,6 +16,7 @@ Every name assigned in the parameters cell (and in papermill's injected cell) be
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,26 @@ class RunContext:
     ) -> dict[str, Any]:
         """Write the complete record; returns it. ``units``: per-unit results of the test sets, name ->
         (unit ids, values), written first to ``units.npz`` (``records.write_units``) so that a complete
-        record always has its sidecar."""
+        record always has its sidecar.
+
+        A run whose training loss or whose family metrics are not finite diverged: its record is written
+        ``failed`` (metrics and curves kept for inspection) and ``RunDiverged`` is raised, so the run
+        never counts as complete."""
+        problem = self.divergence(metrics, curves or {})
+        if problem:
+            records.write_record(
+                self.run_dir,
+                family=self.spec.name,
+                params=self.params,
+                status="failed",
+                metrics=metrics,
+                curves=curves,
+                extra=extra,
+                error=f"RunDiverged: {problem}",
+                started=self.started,
+                wall_time_s=self.elapsed(),
+            )
+            raise RunDiverged(problem)
         sizes = records.write_units(self.run_dir, units) if units else None
         return records.write_record(
             self.run_dir,
@@ -96,11 +116,40 @@ class RunContext:
             wall_time_s=self.elapsed(),
         )
 
+    def divergence(self, metrics: dict[str, Any], curves: dict[str, dict[str, list]]) -> str | None:
+        """Why the run cannot count (a non-finite loss, step included, or a missing or non-finite family
+        metric), or None."""
+        for name, curve in curves.items():
+            if "loss" in name:
+                for x, y in zip(curve.get("x", []), curve.get("y", []), strict=False):
+                    if not _finite(y):
+                        return f"the training loss {name!r} is {y} at step {x}"
+        primary = self.spec.primary_metric_of(self.params)
+        if primary not in metrics:
+            return f"the primary metric {primary!r} was not recorded"
+        for name in dict.fromkeys([primary, *self.spec.metrics]):
+            if name in metrics and not _finite(metrics[name]):
+                return f"the metric {name!r} is {metrics[name]}"
+        return None
+
+
+class RunDiverged(RuntimeError):
+    """A run whose loss or metrics are not finite: recorded as failed, never complete."""
+
+
+def _finite(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
 
 def collect(namespace: dict[str, Any], family: str) -> RunContext:
     """Parameters = plain values named after ``begin``; validate them (the family's schema: unknown
     names and bad values are refused, naming the parameter), seed, set threads and device, open the run."""
-    from .params import validate_point
+    from .params import ParamError, params_key, validate_point
 
     spec = get_family(family)
     before = namespace.get(_MARK)
@@ -115,9 +164,21 @@ def collect(namespace: dict[str, Any], family: str) -> RunContext:
         if required not in params:
             raise ValueError(f"the {family} notebook's parameters cell must define {required!r}")
     params = validate_point(spec, params)
+    # A run by hand (no run_dir) gets a folder of its own: another run with other parameters never
+    # overwrites it, and the report lists it apart from the grid (collate.load_records' in_grid).
     run_dir = params["run_dir"] or str(
-        DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}"
+        DEFAULT_OUTPUTS / family / f"adhoc-{params['variant']}-s{params['seed']}-{params_key(params)[:8]}"
     )
     params["run_dir"] = str(run_dir)
+    existing = records.read_record(Path(run_dir))
+    if (
+        existing
+        and existing.get("status") == "complete"
+        and params_key(existing.get("params") or {}) != params_key(params)
+    ):
+        raise ParamError(
+            f"{run_dir} holds a complete run with other parameters: choose another run_dir (or none) "
+            "rather than overwrite it"
+        )
     device = runtime.configure(params)
     return RunContext(spec, params, Path(run_dir), device)

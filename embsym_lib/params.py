@@ -15,13 +15,12 @@ A params file::
       epochs: 3
     resources: {cpus: 1, gpus: 0}
 
-The notebook's ``parameters`` cell is the schema: every name set here must exist there, with a value
-of the same type as its default (an int is accepted for a float).
+The family's parameter schema (``families/<name>/spec.py``) checks every name and value set here; its
+defaults are the offline profile, so a params file holds only the grid and the deviations.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import itertools
 import json
@@ -30,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import yaml
 
 from . import schema
@@ -41,7 +39,7 @@ from .similarity import check_variant
 
 PARAMS_DIR = PROJECT_ROOT / "params"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-RESERVED = ("variant", "seed", "profile", "run_dir")
+RESERVED = schema.RESERVED
 TOP_LEVEL_KEYS = ("description", "variants", "seeds", "grid", "parameters", "resources")
 
 
@@ -73,60 +71,14 @@ def notebook_path(spec: FamilySpec) -> Path:
     return NOTEBOOKS_DIR / spec.notebook
 
 
-def notebook_defaults(path: Path) -> dict[str, Any]:
-    """Name -> default value of the notebook's ``parameters`` cell (``...`` where not a literal)."""
-    if not Path(path).exists():
-        raise ParamError(f"notebook not found: {path}")
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            defaults: dict[str, Any] = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, (ast.Assign, ast.AnnAssign)):
-                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                    for t in targets:
-                        if isinstance(t, ast.Name):
-                            try:
-                                defaults[t.id] = ast.literal_eval(node.value)
-                            except (ValueError, SyntaxError):
-                                defaults[t.id] = ...
-            return defaults
-    raise ParamError(f"{path} has no cell tagged 'parameters'")
-
-
-def _type_ok(value: Any, default: Any) -> bool:
-    if default is ... or default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    return isinstance(value, type(default))
-
-
-def check_types(params: dict[str, Any], defaults: dict[str, Any], where: str) -> None:
-    for name, value in params.items():
-        if name not in defaults:
-            raise ParamError(
-                f"{where}: unknown parameter {name!r}; the notebook accepts: {', '.join(sorted(defaults))}"
-            )
-        if not _type_ok(value, defaults[name]):
-            raise ParamError(
-                f"{where}: parameter {name!r} must be {type(defaults[name]).__name__} "
-                f"(like its default {defaults[name]!r}), got {type(value).__name__} {value!r}"
-            )
-
-
-def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+def validate_point(
+    spec: FamilySpec, params: dict[str, Any], where: str | None = None, check_data: bool = True
+) -> dict[str, Any]:
     """One fully-resolved grid point checked (the family's schema, variant, task, the family's own
-    checks); returns the parameters as the schema completes and normalizes them."""
+    checks); returns the parameters as the schema completes and normalizes them. ``check_data=False``
+    skips the checks that local data exist."""
     where = where or f"{spec.name}"
-    if spec.params is not None:
-        params = schema.validate(spec.params, params, where)
+    params = schema.validate(spec.params, params, where, check_data)
     try:
         check_variant(params.get("variant"), spec.variants)
     except ValueError as e:
@@ -139,13 +91,6 @@ def validate_point(spec: FamilySpec, params: dict[str, Any], where: str | None =
             f"{where}: unknown {spec.task_axis} {params.get(spec.task_axis)!r}; "
             f"valid values are: {', '.join(spec.tasks)}"
         )
-    if spec.validate is not None:
-        try:
-            spec.validate(params)
-        except ParamError:
-            raise
-        except (ValueError, FileNotFoundError, KeyError) as e:
-            raise ParamError(f"{where}: {e}") from None
     return params
 
 
@@ -196,18 +141,17 @@ def expand(
     seeds: list[int] | None = None,
     overrides: dict[str, Any] | None = None,
     params_dir: Path = PARAMS_DIR,
+    check_data: bool = True,
 ) -> list[GridPoint]:
     """All grid points of a family under a profile, each validated; raises ParamError on the first problem.
 
     ``variants``/``seeds`` (the command line's) replace the file's everywhere, in every grid block.
-    An override of a grid axis restricts the sweep to that value."""
+    An override of a grid axis restricts the sweep to that value. ``check_data=False``: without the
+    checks that local data exist (a dry run, or the report's grid)."""
     spec = get_family(family)
     raw = load_profile(family, profile, params_dir)
     where = raw["_path"]
-    defaults = schema.defaults(spec.params) if spec.params else notebook_defaults(notebook_path(spec))
-    for name in RESERVED:
-        if name not in defaults:
-            raise ParamError(f"{notebook_path(spec)}: parameters cell must define {name!r}")
+    defaults = schema.defaults(spec.params)
 
     file_variants = _as_list(raw.get("variants", list(spec.variants)), "variants", where)
     file_seeds = _as_list(raw.get("seeds", [0]), "seeds", where)
@@ -226,27 +170,24 @@ def expand(
             raise ParamError(
                 f"{where}: {name!r} is set by the runner (use variants/seeds), not by parameters"
             )
-    if spec.params is None:  # a family without a schema: its notebook's parameters cell types the values
-        check_types(base, defaults, where)
 
     resources = dict(raw.get("resources") or {})
     points: dict[str, GridPoint] = {}  # by run id: blocks may overlap
     for block in blocks:
-        variant_list = variants or block.get("variants") or file_variants
-        seed_list = seeds or block.get("seeds") or file_seeds
+        variant_list = variants if variants is not None else block.get("variants", file_variants)
+        seed_list = seeds if seeds is not None else block.get("seeds", file_seeds)
         _check_variants_and_seeds(variant_list, seed_list, spec, where)
         axis_names = list(block["axes"])
         axis_values = [_as_list(block["axes"][a], f"grid.{a}", where) for a in axis_names]
-        for a, vals in zip(axis_names, axis_values, strict=True):
-            for v in vals:
-                if spec.params is None:
-                    check_types({a: v}, defaults, where)
+        empty = [a for a, vals in zip(axis_names, axis_values, strict=True) if not vals]
+        if empty:
+            raise ParamError(f"{where}: grid axis {empty[0]!r} has no values: nothing would run")
         for combo in itertools.product(*axis_values):
             axes = dict(zip(axis_names, combo, strict=True))
             for variant in variant_list:
                 for seed in seed_list:
                     params = {
-                        **{k: v for k, v in defaults.items() if v is not ...},
+                        **defaults,
                         **base,
                         **axes,
                         "variant": variant,
@@ -258,6 +199,7 @@ def expand(
                         spec,
                         params,
                         where=f"{where} [{' '.join(f'{k}={v}' for k, v in axes.items())} variant={variant} seed={seed}]",
+                        check_data=check_data,
                     )
                     _check_processes_fit(params, resources, where)
                     rid = run_id_for(profile, axes, params)
@@ -266,6 +208,22 @@ def expand(
                         GridPoint(family, profile, params, axes, rid, resources, str(notebook_path(spec))),
                     )
     return list(points.values())
+
+
+def params_key(params: dict[str, Any]) -> str:
+    """What makes runs replicates of one grid point: every parameter but the seed and the folder."""
+    body = {k: v for k, v in params.items() if k not in ("run_dir", "seed")}
+    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def grid_keys(family: str, profile: str, params_dir: Path = PARAMS_DIR) -> set[str] | None:
+    """The ``params_key`` of every grid point of a profile (None where the profile does not expand here)."""
+    try:
+        return {
+            params_key(p.params) for p in expand(family, profile, params_dir=params_dir, check_data=False)
+        }
+    except ParamError:
+        return None
 
 
 def _grid_blocks(grid: Any, spec: FamilySpec, where: str) -> list[dict[str, Any]]:
@@ -297,14 +255,18 @@ def _grid_blocks(grid: Any, spec: FamilySpec, where: str) -> list[dict[str, Any]
 
 
 def _check_variants_and_seeds(variant_list: list, seed_list: list, spec: FamilySpec, where: str) -> None:
+    if not variant_list or not seed_list:
+        raise ParamError(
+            f"{where}: {'variants' if not variant_list else 'seeds'} is empty: nothing would run"
+        )
     for v in variant_list:
         try:
             check_variant(v, spec.variants)
         except ValueError as e:
             raise ParamError(f"{where}: {e}") from None
     for s in seed_list:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ParamError(f"{where}: seeds must be non-negative integers, got {s!r}")
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= schema.SEED_MAX:
+            raise ParamError(f"{where}: seeds must be integers from 0 to {schema.SEED_MAX}, got {s!r}")
 
 
 def _check_processes_fit(params: dict[str, Any], resources: dict[str, Any], where: str) -> None:

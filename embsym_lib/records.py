@@ -132,6 +132,14 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _readable(path: str) -> None:
+    """mkstemp creates files 0600; a record must be readable like any file the user writes (umask), e.g.
+    by the group on a shared outputs folder that Ray workers write to."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and ``os.replace``: readers never see a partial file."""
     path = Path(path)
@@ -141,6 +149,7 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(_jsonable(data), f, indent=1, sort_keys=False, allow_nan=False)
             f.write("\n")
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,6 +181,7 @@ def write_units(run_dir: Path, units: dict[str, tuple[Any, Any]]) -> dict[str, i
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, **arrays)
+        _readable(tmp)
         os.replace(tmp, run_dir / UNITS_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records
+from . import records, runtime
 from .families import get_family
 from .params import GridPoint
 
 DEFAULT_OUTPUTS = records.PROJECT_ROOT / "outputs"
-# Kernels listen on loopback only; ipykernel's per-kernel warning about unencrypted TCP would otherwise
-# bury a sweep's progress lines. Kernel errors still show.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+THREAD_CAP = runtime.THREAD_CAP
+# Kernels listen on loopback only; ipykernel's per-kernel warning about unencrypted TCP would bury a
+# sweep's progress lines, and every healthy shutdown (jupyter_client interrupts the kernel before it asks
+# it to stop) logged "ERROR | KeyboardInterrupt caught in kernel", which reads as a failure. A cell's
+# error reaches papermill through the messaging protocol, and so the record, not through this log.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 @dataclass
@@ -39,7 +42,7 @@ class RunResult:
     wall_time_s: float = 0.0
 
 
-def _kernel_environment(profile: str, cpus: int | None = None) -> None:
+def kernel_environment(profile: str, cpus: int | None = None) -> None:
     # The notebook kernel must be this environment's Python, even when the venv is not activated.
     bindir = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(bindir + os.pathsep):
@@ -47,7 +50,7 @@ def _kernel_environment(profile: str, cpus: int | None = None) -> None:
     if cpus and "EMBSYM_KEEP_THREADS" not in os.environ:
         # A kernel's BLAS/OpenMP pools default to every core: N parallel runs would oversubscribe the
         # machine (3-30x slower here). Each run gets the CPUs its profile declares.
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", THREAD_CAP):
             os.environ[var] = str(cpus)
     if profile == "offline":
         # The offline profile must never reach a model hub, even by accident.
@@ -72,7 +75,7 @@ def run_point(
         return RunResult(point, "skipped", run_dir, existing)
     run_dir.mkdir(parents=True, exist_ok=True)
     cpus = int(point.resources.get("cpus", 0)) or None
-    _kernel_environment(point.profile, min(cpus, max_threads) if cpus and max_threads else cpus)
+    kernel_environment(point.profile, min(cpus, max_threads) if cpus and max_threads else cpus)
     params = {**point.params, "run_dir": str(run_dir)}
     notebook = Path(point.notebook)
     t0 = time.perf_counter()
@@ -219,7 +222,14 @@ def run_grid_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, TimeoutError) as e:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            raise ValueError(
+                f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "
+                "Start one with `ray start --head`, or leave out --address to start a local instance."
+            ) from None
     task = ray.remote(max_retries=0)(run_point)
     results: list[RunResult | None] = [None] * len(points)
     refs = {}
@@ -239,13 +249,13 @@ def run_grid_ray(
                     res = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - a lost worker fails one point, not the sweep
                     point = points[i]
-                    res = RunResult(
-                        point,
-                        "failed",
-                        Path(outputs_dir) / point.family / point.run_id,
-                        None,
-                        f"ray task failed: {type(e).__name__}: {e}",
-                    )
+                    run_dir = Path(outputs_dir) / point.family / point.run_id
+                    error = f"ray task failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                    # The worker may have died mid-run and left its record 'running': say what happened.
+                    record = records.read_record(run_dir)
+                    if record is not None and record.get("status") != "complete":
+                        record = records.update_record(run_dir, status="failed", error=error)
+                    res = RunResult(point, "failed", run_dir, record, error)
                 results[i] = res
                 done_count += 1
                 if on_result:

@@ -10,6 +10,10 @@ import random
 
 import numpy as np
 
+# Set by the runner to the CPUs a run may use (its profile's cpus, within its share of the machine when
+# several runs share it): a run's ``threads`` never exceeds it.
+THREAD_CAP = "EMBSYM_THREAD_CAP"
+
 
 def seed_everything(seed: int) -> None:
     import torch
@@ -37,5 +41,13 @@ def configure(params: dict) -> str:
 
     seed_everything(int(params["seed"]))
     if "threads" in params:
-        torch.set_num_threads(int(params["threads"]))
+        torch.set_num_threads(thread_count(int(params["threads"])))
     return resolve_device(params.get("device", "cpu"))
+
+
+def thread_count(threads: int) -> int:
+    """``threads``, at most the runner's cap for this run (``EMBSYM_KEEP_THREADS`` lifts it)."""
+    cap = os.environ.get(THREAD_CAP)
+    if cap and "EMBSYM_KEEP_THREADS" not in os.environ:
+        return max(1, min(threads, int(cap)))
+    return threads

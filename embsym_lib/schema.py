@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (RecBole, PyKEEN use it) accepts seeds below 2**32
 RESERVED = ("variant", "seed", "profile", "run_dir")
@@ -81,12 +81,21 @@ class RunParams(BaseModel):
         return data
 
 
-def validate(schema: type[RunParams], params: dict[str, Any], where: str) -> dict[str, Any]:
-    """``params`` checked and completed with the schema's defaults; ParamError naming every problem."""
+def validate(
+    schema: type[RunParams], params: dict[str, Any], where: str, check_data: bool = True
+) -> dict[str, Any]:
+    """``params`` checked and completed with the schema's defaults; ParamError naming every problem.
+    ``check_data=False`` skips the checks that local data exist (``data_checked``): a sweep can be listed,
+    or a report made from records copied elsewhere, without the data."""
     try:
-        return schema.model_validate(params).model_dump()
+        return schema.model_validate(params, context={"check_data": check_data}).model_dump()
     except ValidationError as e:
         raise ParamError(f"{where}: " + "; ".join(describe(err, schema) for err in e.errors())) from None
+
+
+def data_checked(info: ValidationInfo) -> bool:
+    """In a family's ``model_validator``: whether to check that local data (folders, files) exist."""
+    return bool((info.context or {}).get("check_data", True))
 
 
 def describe(err: dict[str, Any], schema: type[RunParams]) -> str:

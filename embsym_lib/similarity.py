@@ -61,14 +61,22 @@ def is_symmetric(variant: str) -> bool:
     return check_variant(variant) in SYMMETRIC_VARIANTS
 
 
+def _working_dtype(x: torch.Tensor) -> torch.dtype:
+    """float16/bfloat16 are computed in float32 (an fp16 eps of 1e-8 underflows to 0, a dot product of
+    two norm-300 vectors overflows fp16); float32 and float64 stay as they are."""
+    return torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else torch.float32
+
+
 def normalize(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """L2-normalize the last dimension; a zero vector stays zero instead of producing NaN."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    """L2-normalize the last dimension; a zero vector stays zero instead of producing NaN (in any dtype)."""
+    w = x.to(_working_dtype(x))
+    return (w / w.norm(dim=-1, keepdim=True).clamp_min(eps)).to(x.dtype)
 
 
 def power_normalize(x: torch.Tensor, gamma: torch.Tensor | float, eps: float = EPS) -> torch.Tensor:
     """x / |x|^gamma: gamma=1 is ``normalize``, gamma=0 the identity."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps).pow(gamma)
+    w = x.to(_working_dtype(x))
+    return (w / w.norm(dim=-1, keepdim=True).clamp_min(eps).pow(gamma)).to(x.dtype)
 
 
 def prepare(q: torch.Tensor, d: torch.Tensor, variant: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,16 +85,22 @@ def prepare(q: torch.Tensor, d: torch.Tensor, variant: str) -> tuple[torch.Tenso
     return (normalize(q) if norm_q else q), (normalize(d) if norm_d else d)
 
 
+def _inner(qp: torch.Tensor, dp: torch.Tensor, all_pairs: bool) -> torch.Tensor:
+    """The inner products of prepared sides: every pair [N, M] or aligned pairs [N]. Half-precision
+    inputs are multiplied in float32 (and give float32 scores): their products overflow fp16."""
+    if qp.dtype == torch.float16 or dp.dtype == torch.float16:
+        qp, dp = qp.float(), dp.float()
+    return qp @ dp.transpose(-1, -2) if all_pairs else (qp * dp).sum(-1)
+
+
 def pairwise(q: torch.Tensor, d: torch.Tensor, variant: str) -> torch.Tensor:
     """Scores of every query against every candidate: q [N, D], d [M, D] -> [N, M]."""
-    qp, dp = prepare(q, d, variant)
-    return qp @ dp.transpose(-1, -2)
+    return _inner(*prepare(q, d, variant), all_pairs=True)
 
 
 def paired(q: torch.Tensor, d: torch.Tensor, variant: str) -> torch.Tensor:
     """Scores of aligned pairs: q [N, D], d [N, D] -> [N]."""
-    qp, dp = prepare(q, d, variant)
-    return (qp * dp).sum(-1)
+    return _inner(*prepare(q, d, variant), all_pairs=False)
 
 
 class Similarity(nn.Module):
@@ -103,12 +117,10 @@ class Similarity(nn.Module):
         return prepare(q, d, self.variant)
 
     def pairwise(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        qp, dp = self.prepare(q, d)
-        return qp @ dp.transpose(-1, -2)
+        return _inner(*self.prepare(q, d), all_pairs=True)
 
     def paired(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        qp, dp = self.prepare(q, d)
-        return (qp * dp).sum(-1)
+        return _inner(*self.prepare(q, d), all_pairs=False)
 
     def forward(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         return self.pairwise(q, d)

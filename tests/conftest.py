@@ -3,9 +3,19 @@ from pathlib import Path
 import pytest
 
 from embsym_lib.families import FamilySpec, registry
+from embsym_lib.schema import RunParams
 from embsym_lib.symmetry import asymmetric
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class DummyParams(RunParams):
+    """The dummy notebook's parameters (tests/fixtures/dummy.ipynb's parameters cell says the same)."""
+
+    fail: bool = False
+    value: float = 1.0
+    sleep: float = 0.0
+    crash: str = ""
 
 
 @pytest.fixture
@@ -19,6 +29,7 @@ def dummy_family(tmp_path):
         tasks={"t": asymmetric("t", "q", "d")},
         primary_metric="score",
         metrics=("score",),
+        params=DummyParams,
     )
     registry()["dummy"] = spec
     params_dir = tmp_path / "params"
@@ -42,18 +53,31 @@ TINY_SYNTHETIC = {
 
 @pytest.fixture(scope="session")
 def synthetic_runs(tmp_path_factory):
-    """Tiny synthetic runs (2 variants x 2 seeds x 2 tasks) and the report rendered over them, made once."""
+    """Tiny synthetic runs (2 variants x 2 seeds x 2 tasks) and the report rendered over them, made once.
+    Their parameters are a profile of their own (the report pools only a profile's grid)."""
+    import yaml
+
     from embsym_lib.collate import render_report
     from embsym_lib.params import expand
     from embsym_lib.runner import run_grid
 
     outputs = tmp_path_factory.mktemp("synthetic_outputs")
-    points = [
-        p
-        for p in expand(
-            "synthetic", "offline", variants=["cosine", "qnorm"], seeds=[0, 1], overrides=TINY_SYNTHETIC
-        )
-        if p.params["task"] != "ablation"
-    ]
+    params_dir = tmp_path_factory.mktemp("synthetic_params")
+    (params_dir / "offline").mkdir()
+    profile = {
+        "variants": ["cosine", "qnorm"],
+        "seeds": [0, 1],
+        "grid": {"task": ["asymmetric", "symmetric"]},
+        "parameters": TINY_SYNTHETIC,
+    }
+    (params_dir / "offline" / "synthetic.yaml").write_text(yaml.safe_dump(profile))
+    points = expand("synthetic", "offline", params_dir=params_dir)
     results = run_grid(points, outputs)
-    return {"outputs": outputs, "points": points, "results": results, "report": render_report(outputs)}
+    report = render_report(outputs, params_dir=params_dir)
+    return {
+        "outputs": outputs,
+        "points": points,
+        "results": results,
+        "report": report,
+        "params_dir": params_dir,
+    }

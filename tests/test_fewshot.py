@@ -1,39 +1,28 @@
-"""Few-shot family: the ProtoNet scoring hook, episodes, generated glyphs, paper-profile loaders, validation, report."""
+"""Few-shot family: the ProtoNet scoring hook and adapter, episodes, generated glyphs, paper-profile
+loaders, the claims on planted records; the shared contract (tests/cases.py) covers the rest."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cases import FamilyContract, HookEqualsGrid
+from helpers.fake_records import frame
 
 from embsym_lib.adapters import learn2learn as adapter
 from embsym_lib.claims import evaluate, load_claims
 from embsym_lib.data import fewshot as data
-from embsym_lib.families import get_family
-from embsym_lib.families.fewshot import ARMS, CROSS_ARMS
-from embsym_lib.params import ParamError, expand, validate_point
-from embsym_lib.records import read_units
-from embsym_lib.similarity import FIXED_VARIANTS, LearnableSimilarity, pairwise
+from embsym_lib.families.fewshot import ARMS, CROSS_ARMS, pipeline
+from embsym_lib.params import expand
+from embsym_lib.similarity import LearnableSimilarity
 
-matplotlib.use("Agg")
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fewshot"
-SPEC = get_family("fewshot")
 
 
 # ------------------------------------------------------------------------------------------ scoring
-
-
-@pytest.mark.parametrize("variant", FIXED_VARIANTS)
-def test_scorer_equals_library_similarity_times_scale(variant):
-    gen = torch.Generator().manual_seed(0)
-    q, p = torch.randn(7, 16, generator=gen) * 3, torch.randn(5, 16, generator=gen) * 0.5
-    scorer = adapter.PrototypeScorer(variant, scale=7.5)
-    torch.testing.assert_close(scorer(q, p), 7.5 * pairwise(q, p, variant))
 
 
 def test_learn_scorer_is_a_trainable_learnable_similarity():
@@ -175,11 +164,9 @@ def test_miniimagenet_fixture_loads_through_learn2learn():
 
 
 def test_fewer_classes_than_ways_is_one_clear_error():
-    from embsym_lib.families import fewshot as family
-
     params = {
         "dataset": "miniimagenet",
-        "data_root": str(FIXTURES),
+        "data_dir": str(FIXTURES),
         "class_split": [1, 1, 1],
         "samples_per_class": 20,
         "data_seed": 0,
@@ -188,8 +175,8 @@ def test_fewer_classes_than_ways_is_one_clear_error():
         "train_ways": 2,
     }
     with pytest.raises(ValueError, match="ways=5 classes per split, but validation has 2, test has 2"):
-        family.load_data(params)
-    assert family.load_data({**params, "ways": 2}).name == "miniimagenet"
+        pipeline.load_data(params)
+    assert pipeline.load_data({**params, "ways": 2}).name == "miniimagenet"
 
 
 def test_missing_paper_data_is_one_clear_error(tmp_path):
@@ -199,119 +186,58 @@ def test_missing_paper_data_is_one_clear_error(tmp_path):
         data.load("miniimagenet", str(tmp_path))
 
 
-# ---------------------------------------------------------------------------------------- parameters
-
-
-def test_offline_profile_expands():
-    points = expand("fewshot", "offline")
-    assert len(points) == len(ARMS) * 3 * 2
-    assert {p.params["shots"] for p in points} == {1, 5}
-    assert {p.params["variant"] for p in points} == set(ARMS)
+def test_adapter_builds_a_protonet_and_swaps_its_scorer_for_cross_evaluation():
+    params = {"variant": "learn", "hidden": 8, "scale": 4.0, "euclidean_scale": 2.0, "prototype": "raw"}
+    model = adapter.ADAPTER.build_model(params, channels=1)
+    assert isinstance(adapter.ADAPTER.similarity(model), LearnableSimilarity)
+    gen = torch.Generator().manual_seed(4)
+    q, p = torch.randn(6, 8, generator=gen), torch.randn(3, 8, generator=gen)
+    own = model.scorer
+    with adapter.ADAPTER.scored_with(model, "euclidean") as scored:
+        torch.testing.assert_close(scored.scorer(q, p), -2.0 * torch.cdist(q, p).pow(2), rtol=1e-5, atol=1e-5)
+    assert model.scorer is own
+    images = torch.rand(12, 1, 28, 28, generator=gen)
+    emb, labels = adapter.ADAPTER.embed(
+        model, torch.utils.data.TensorDataset(images, torch.arange(12) % 3), {}
+    )
+    assert emb.shape[0] == 12 and torch.equal(labels, torch.arange(12) % 3)
+    logits, query_labels = model(images, torch.arange(12) % 3, 3, 1, 3)
+    assert logits.shape == (9, 3) and query_labels.shape == (9,)
 
 
 def test_paper_profile_expands_on_fixture_data():
-    points = expand("fewshot", "paper", variants=["dnorm"], seeds=[0], overrides={"data_root": str(FIXTURES)})
+    points = expand("fewshot", "paper", variants=["dnorm"], seeds=[0], overrides={"data_dir": str(FIXTURES)})
     assert {(p.params["dataset"], p.params["shots"]) for p in points} == {
         (d, s) for d in ("omniglot", "miniimagenet") for s in (1, 5)
     }
 
 
-def _offline_params(**changes):
-    params = dict(expand("fewshot", "offline", variants=["cosine"], seeds=[0])[0].params)
-    params.update(changes)
-    return params
-
-
-@pytest.mark.parametrize(
-    ("changes", "message"),
-    [
-        ({"dataset": "cifar"}, "unknown few-shot dataset"),
-        ({"shots": 0}, "shots must be an integer >= 1"),
-        ({"ways": 1}, "ways must be an integer >= 2"),
-        ({"class_split": [60, 20]}, "class_split must be three positive integers"),
-        ({"class_split": [60, 20, 3]}, "at least ways=5 classes"),
-        ({"class_split": [400, 100, 100]}, "glyph classes"),
-        ({"samples_per_class": 10}, "images per class"),
-        ({"prototype": "median"}, "prototype must be"),
-        ({"scale": 0.0}, "scale must be a positive number"),
-        ({"device": "tpu"}, "device must be one of"),
-        ({"dataset": "omniglot", "data_root": ""}, "needs data_root"),
-        ({"dataset": "miniimagenet", "data_root": "/nonexistent"}, "miniImageNet not found"),
-        ({"variant": "manhattan"}, "unknown similarity variant"),
-    ],
-)
-def test_bad_parameters_fail_before_compute(changes, message):
-    with pytest.raises(ParamError, match=message):
-        validate_point(SPEC, _offline_params(**changes))
-
-
-# -------------------------------------------------------------------------------------------- report
-
-
-def _synthetic_records(seeds=(0, 1, 2), arms=ARMS, shots=(1, 5)) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for s in shots:
-        for arm in arms:
-            for seed in seeds:
-                acc = float(np.clip(0.6 + 0.05 * (arm == "dnorm") + rng.normal(0, 0.01), 0, 1))
-                metrics = {
-                    "accuracy": acc,
-                    "accuracy_ci95": 0.01,
-                    "val_accuracy": acc,
-                    **{f"cross_{a}": acc - 0.01 * (a in ("dot", "qnorm")) for a in CROSS_ARMS},
-                }
-                if arm == "learn":
-                    metrics.update(gamma_q=0.5, gamma_d=0.51)
-                rows.append(
-                    {
-                        "family": "fewshot",
-                        "profile": "offline",
-                        "run_id": f"{s}-{arm}-{seed}",
-                        "variant": arm,
-                        "seed": seed,
-                        "status": "complete",
-                        "wall_time_s": 1.0,
-                        "shots": s,
-                        "dataset": "glyphs",
-                        **metrics,
-                        "params": {"ways": 5, "shots": s, "dataset": "glyphs", "variant": arm, "seed": seed},
-                        "metrics": metrics,
-                        "curves": {},
-                        "extra": {},
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def test_report_runs_on_full_and_partial_records(monkeypatch):
-    monkeypatch.setattr("matplotlib.pyplot.show", lambda *a, **k: None)
-    df = _synthetic_records()
-    SPEC.report(df)
-    SPEC.report(_synthetic_records(seeds=(0,), arms=("cosine", "dot"), shots=(1,)))
-    SPEC.report(df.iloc[0:0])
-
-
 def test_fewshot_claims_on_planted_and_partial_records():
-    out = evaluate(_synthetic_records(), load_claims(["fewshot"])).set_index(["id", "setting"])
+    records = TestFewshotContract().fake_records()
+    out = evaluate(records, load_claims(["fewshot"])).set_index(["id", "setting"])
     # dnorm is planted 5 points above every other arm, with 1-point seed noise
     for shots in (1, 5):
         for claim in ("fewshot.dnorm_beats_cosine", "fewshot.dnorm_beats_euclidean", "fewshot.rule"):
             assert out.loc[(claim, f"shots={shots}, dataset=glyphs"), "verdict"] == "supported"
-    partial = evaluate(
-        _synthetic_records(seeds=(0,), arms=("dnorm", "cosine"), shots=(5,)), load_claims(["fewshot"])
-    )
+    partial = records[
+        (records["seed"] == 0) & records["variant"].isin(["dnorm", "cosine"]) & (records["shots"] == 5)
+    ]
+    partial = evaluate(partial.reset_index(drop=True), load_claims(["fewshot"]))
     assert (partial["verdict"] == "untestable here").all()
     assert partial["reason"].str.contains("one seed|no runs of euclidean").all()
 
 
-# ------------------------------------------------------------------------------------------ end to end
+class TestFewshotHook(HookEqualsGrid):
+    """The ProtoNet's logits for query embeddings against prototypes are ``scale`` x the grid's score."""
+
+    scale = 4.0  # a power of two: dividing the logits by it is exact
+
+    def scores_through_hook(self, variant, q, d):
+        return adapter.PrototypeScorer(variant, scale=self.scale)(q, d) / self.scale
 
 
-@pytest.mark.slow
-def test_notebook_runs_end_to_end(tmp_path):
-    from embsym_lib.runner import run_grid
-
+class TestFewshotContract(FamilyContract):
+    family = "fewshot"
     tiny = {
         "episodes": 6,
         "eval_every": 3,
@@ -323,13 +249,66 @@ def test_notebook_runs_end_to_end(tmp_path):
         "samples_per_class": 8,
         "hidden": 8,
     }
-    points = expand("fewshot", "offline", variants=["learn"], seeds=[0], overrides=tiny)
-    result = run_grid(points[:1], outputs_dir=tmp_path)[0]
-    assert result.status == "complete", result.error
-    metrics = result.record["metrics"]
-    for name in ("accuracy", "val_accuracy", *(f"cross_{a}" for a in CROSS_ARMS)):
-        assert 0.0 <= metrics[name] <= 1.0
-    assert all(math.isfinite(v) for v in metrics.values())
-    assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
-    ids, accuracy = read_units(result.run_dir)["accuracy"]
-    assert len(ids) == 20 and np.mean(accuracy) == pytest.approx(metrics["accuracy"])
+    tiny_axes = {"shots": 1}
+    bad = (
+        ({"dataset": "cifar"}, "parameter 'dataset': input should be 'glyphs', 'omniglot' or 'miniimagenet'"),
+        ({"ways": 1}, "parameter 'ways': input should be greater than or equal to 2"),
+        ({"class_split": [60, 20]}, "parameter 'class_split': list should have at least 3 items"),
+        ({"class_split": [60, 20, 3]}, "validation and test need at least ways=5 classes each"),
+        ({"class_split": [3, 20, 40]}, "fewer than train_ways=5"),
+        ({"class_split": [400, 100, 100]}, "needs 600 glyph classes; the fonts give"),
+        ({"samples_per_class": 10}, "shots \\+ queries = 16 images per class, but glyphs has 10"),
+        ({"prototype": "median"}, "parameter 'prototype'"),
+        ({"scale": 0.0}, "parameter 'scale': input should be greater than 0"),
+        ({"lr": float("nan")}, "parameter 'lr': input should be a finite number"),
+        ({"jitter": 3}, "parameter 'jitter'"),
+        ({"device": "tpu"}, "parameter 'device'"),
+        ({"threads": 0}, "parameter 'threads'"),
+        ({"dataset": "omniglot", "data_dir": ""}, "dataset 'omniglot' needs data_dir"),
+        ({"dataset": "omniglot", "data_dir": "/nonexistent"}, "Omniglot not found"),
+        ({"dataset": "miniimagenet", "data_dir": "/nonexistent"}, "miniImageNet not found"),
+        ({"data_root": "/data"}, "unknown parameter 'data_root'"),
+    )
+    unit_means = {"accuracy": "accuracy", **{f"cross_{a}": f"cross_{a}" for a in CROSS_ARMS}}
+
+    def expands_without_data(self, profile: str) -> bool:
+        return profile != "paper"  # reads a local Omniglot / miniImageNet (tested on the fixtures above)
+
+    def fake_records(self) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        rows = []
+        for shots in (1, 5):
+            for arm in ARMS:
+                for seed in (0, 1, 2):
+                    acc = float(np.clip(0.6 + 0.05 * (arm == "dnorm") + rng.normal(0, 0.01), 0, 1))
+                    metrics = {
+                        "accuracy": acc,
+                        "accuracy_ci95": 0.01,
+                        "val_accuracy": acc,
+                        "query_norm_mean": 2.0,
+                        "query_norm_cv": 0.3,
+                        "prototype_norm_cv": 0.3,
+                        **{f"cross_{a}": acc - 0.01 * (a in ("dot", "qnorm")) for a in CROSS_ARMS},
+                    }
+                    if arm == "learn":
+                        metrics.update(gamma_q=0.5, gamma_d=0.51)
+                    params = {"ways": 5, "shots": shots, "dataset": "glyphs"}
+                    rows.append(
+                        {
+                            "family": "fewshot",
+                            "variant": arm,
+                            "seed": seed,
+                            "params": params,
+                            "metrics": metrics,
+                        }
+                    )
+        df = frame(rows)
+        axes = pd.DataFrame({a: [p[a] for p in df["params"]] for a in ("shots", "dataset")})
+        return pd.concat([df, axes, pd.DataFrame(list(df["metrics"]))], axis=1)
+
+    def check_record(self, record, run_dir):
+        metrics = record["metrics"]
+        assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
+        assert record["units"]["accuracy"] == 20
+        assert len(record["curves"]["val_accuracy"]["y"]) == 2 and len(record["curves"]["gamma_q"]["y"]) == 6
+        assert (run_dir / "figures" / "training.png").exists()

@@ -1,9 +1,8 @@
-"""Knowledge-graph family: the PyKEEN scoring hook, losses, loaders (packaged and fixture TSVs),
-validation, the report, and one notebook run end to end."""
+"""Knowledge-graph family: the PyKEEN scoring hook, the loss, the loaders (packaged graphs, fixture TSVs, a
+pre-filled PyKEEN cache), training and the family's diagnostics; the shared contract (tests/cases.py)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -11,44 +10,28 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from cases import FamilyContract, HookEqualsGrid
+from helpers.fake_records import frame
 
 from embsym_lib.claims import evaluate, load_claims
-from embsym_lib.families import get_family, kg
-from embsym_lib.params import ParamError, expand
-from embsym_lib.records import read_units
+from embsym_lib.families.kg import pipeline, spec
+from embsym_lib.params import expand
+from embsym_lib.schema import defaults
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, LearnableSimilarity, paired, pairwise
 
 pykeen_adapter = pytest.importorskip("embsym_lib.adapters.pykeen")
+ADAPTER = pykeen_adapter.ADAPTER
 
 FB_FIXTURE = "path:tests/fixtures/kg/fb15k237_sample"
 WN_FIXTURE = "path:tests/fixtures/kg/wn18rr_sample"
-TINY = {"embedding_dim": 8, "epochs": 1, "batch_size": 32, "eval_batch_size": 64}
 
 
 def _params(**overrides):
-    base = {
-        "variant": "dot",
-        "seed": 0,
-        "profile": "offline",
-        "run_dir": "",
-        "dataset": FB_FIXTURE,
-        "composition": "distmult",
-        "embedding_dim": 8,
-        "epochs": 2,
-        "batch_size": 32,
-        "learning_rate": 0.05,
-        "scale": 20.0,
-        "training_loop": "lcwa",
-        "num_negatives": 4,
-        "eval_batch_size": 64,
-        "cross_evaluate": True,
-        "magnitude_queries": 100,
-        "device": "cpu",
-        "cpu_threads": 0,
-        "cache_root": "",
-    }
-    base.update(overrides)
-    return base
+    """Every parameter at its schema default, on the FB15k-237 fixture, small."""
+    params = {**defaults(spec.KgParams), "variant": "dot", "dataset": FB_FIXTURE}
+    params.update({"embedding_dim": 8, "epochs": 2, "batch_size": 32, "lr": 0.05, "eval_batch_size": 64})
+    params.update({"magnitude_queries": 100, **overrides})
+    return params
 
 
 def _similarity(variant):
@@ -57,7 +40,10 @@ def _similarity(variant):
     return None
 
 
-@pytest.mark.parametrize("composition", kg.COMPOSITIONS)
+# --- the scoring hook ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("composition", spec.COMPOSITIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_interaction_scores_equal_the_library_similarity(variant, composition):
     torch.manual_seed(0)
@@ -80,17 +66,55 @@ def test_complex_composition_is_complex_multiplication():
     hc, rc, tc = (torch.complex(x[:, :3], x[:, 3:]) for x in (h, r, t))
     complex_score = (hc * rc * tc.conj()).sum(-1).real
     assert torch.allclose(paired(q, t, "dot"), complex_score, atol=1e-5)
-    assert set(pykeen_adapter.COMPOSITIONS) == set(kg.COMPOSITIONS)
+    assert set(pykeen_adapter.COMPOSITIONS) == set(spec.COMPOSITIONS)
+
+
+class _ModelScoresLikeTheGrid(HookEqualsGrid):
+    """PyKEEN's ``ERModel.score_t`` for (h, r) queries: a tiny model whose entities are the candidates ``d``
+    followed by one entity per query ``q``, and whose relations compose as the identity (distmult: all
+    ones; complex: 1 + 0i), so that compose(h, r) = q exactly and every score goes through
+    ``GridInteraction`` as in training and evaluation."""
+
+    composition: str
+
+    def scores_through_hook(self, variant, q, d):
+        from pykeen.triples import CoreTriplesFactory
+
+        n, m = q.shape[0], d.shape[0]
+        training = CoreTriplesFactory(
+            mapped_triples=torch.tensor([[m, 0, 0]]),
+            num_entities=m + n,
+            num_relations=1,
+            create_inverse_triples=True,
+        )
+        params = _params(variant=variant, composition=self.composition, embedding_dim=q.shape[1])
+        model = ADAPTER.build_model(params, training=training)
+        identity = torch.ones(q.shape[1])
+        if self.composition == "complex":
+            identity[q.shape[1] // 2 :] = 0.0
+        with torch.no_grad():
+            model.entity_representations[0]._embeddings.weight.copy_(torch.cat([d, q]))
+            model.relation_representations[0]._embeddings.weight.copy_(identity.expand(2, -1))
+            hr = torch.stack([torch.arange(m, m + n), torch.zeros(n, dtype=torch.long)], dim=-1)
+            return model.score_t(hr, tails=torch.arange(m))
+
+
+class TestModelScoresLikeTheGridDistmult(_ModelScoresLikeTheGrid):
+    composition = "distmult"
+
+
+class TestModelScoresLikeTheGridComplex(_ModelScoresLikeTheGrid):
+    composition = "complex"
 
 
 @pytest.fixture(scope="module")
 def fixture_dataset():
-    return kg.load_dataset(FB_FIXTURE)
+    return pipeline.load_dataset(FB_FIXTURE)
 
 
 @pytest.mark.parametrize("variant", FIXED_VARIANTS)
 def test_model_scores_go_through_the_grid(fixture_dataset, variant):
-    model = pykeen_adapter.build_model(fixture_dataset.training, variant, embedding_dim=8, random_seed=0)
+    model = ADAPTER.build_model(_params(variant=variant), training=fixture_dataset.training)
     assert model.use_inverse_triples
     assert not any(rep.constrainer for rep in model.entity_representations)
     model.eval()
@@ -129,10 +153,13 @@ def test_scaled_cross_entropy_matches_pykeen_infonce_and_torch():
         pykeen_adapter.ScaledCrossEntropyLoss(scale=0.0)
 
 
+# --- loaders ------------------------------------------------------------------------------------------
+
+
 def test_packaged_data_is_deterministic_and_has_the_documented_sizes():
     sizes = {"nations": 14, "kinships": 104, "umls": 135}
     for name, entities in sizes.items():
-        a, b = kg.load_dataset(name), kg.load_dataset(name)
+        a, b = pipeline.load_dataset(name), pipeline.load_dataset(name)
         assert a.training.num_entities == entities
         assert a.training.create_inverse_triples
         assert torch.equal(a.training.mapped_triples, b.training.mapped_triples)
@@ -142,9 +169,9 @@ def test_packaged_data_is_deterministic_and_has_the_documented_sizes():
 def test_paper_dataset_names_resolve_to_pykeen_classes_without_download():
     from pykeen.datasets import WN18RR, FB15k237, Nations, PathDataset
 
-    assert kg.dataset_class("fb15k237") is FB15k237
-    assert kg.dataset_class("wn18rr") is WN18RR
-    assert kg.dataset_class("nations") is Nations
+    assert pipeline.dataset_class("fb15k237") is FB15k237
+    assert pipeline.dataset_class("wn18rr") is WN18RR
+    assert pipeline.dataset_class("nations") is Nations
     # The packaged datasets are PathDatasets: a `path:` directory loads through the same class.
     assert issubclass(Nations, PathDataset)
 
@@ -156,7 +183,7 @@ def test_paper_dataset_names_resolve_to_pykeen_classes_without_download():
 def test_fixture_tsv_directories_load_through_pathdataset(name, entity, relation):
     from pykeen.datasets import PathDataset
 
-    ds = kg.load_dataset(name)
+    ds = pipeline.load_dataset(name)
     assert isinstance(ds, PathDataset)
     assert ds.training.create_inverse_triples
     assert entity in ds.training.entity_to_id  # WN18RR's zero-padded synset ids stay strings
@@ -196,8 +223,8 @@ def test_paper_loaders_read_a_prefilled_pykeen_cache(tmp_path, monkeypatch):
         ("fb15k237", "fb15k237_sample", "/m/027rn"),
         ("wn18rr", "wn18rr_sample", "00260881"),
     ):
-        ds = kg.load_dataset(name, cache_root=str(tmp_path))
-        assert isinstance(ds, kg.dataset_class(name))
+        ds = pipeline.load_data(_params(dataset=name, cache_root=str(tmp_path)))
+        assert isinstance(ds, pipeline.dataset_class(name))
         assert ds.training.create_inverse_triples
         assert entity in ds.training.entity_to_id
         expected = sum(1 for _ in open(fixtures / sample / "train.tsv"))
@@ -205,38 +232,59 @@ def test_paper_loaders_read_a_prefilled_pykeen_cache(tmp_path, monkeypatch):
         assert ds.testing.num_triples > 0 and ds.validation.num_triples > 0
 
 
+def test_profiles_sweep_the_documented_datasets():
+    offline = expand("kg", "offline")
+    assert {p.params["dataset"] for p in offline} == {"nations", "kinships", "umls"}
+    assert len(offline) == 5 * 3 * 3
+    paper = expand("kg", "paper")
+    assert {(p.params["dataset"], p.params["composition"]) for p in paper} == {
+        (d, c) for d in ("fb15k237", "wn18rr") for c in ("distmult", "complex")
+    }
+    assert expand("kg", "offline", variants=["dot"], seeds=[0], overrides={"dataset": WN_FIXTURE})
+
+
+# --- training, cross-evaluation, diagnostics ------------------------------------------------------------
+
+
 def test_training_on_a_fixture_registers_and_trains_learn_gammas(fixture_dataset):
-    fresh = pykeen_adapter.build_model(fixture_dataset.training, "learn", embedding_dim=8)
-    assert fresh.interaction.similarity.gammas() == pytest.approx({"gamma_q": 0.5, "gamma_d": 0.5})
+    fresh = ADAPTER.build_model(_params(variant="learn"), training=fixture_dataset.training)
+    assert ADAPTER.similarity(fresh).gammas() == pytest.approx({"gamma_q": 0.5, "gamma_d": 0.5})
     params = _params(variant="learn", epochs=3)
-    model, result, evaluator = kg.train(params, fixture_dataset)
+    model, result, evaluator = pipeline.train(params, fixture_dataset)
     # pipeline() builds its optimizer from model.get_grad_params(); the γ must be among them.
     grad_params = {id(p) for p in model.get_grad_params()}
     similarity = model.interaction.similarity
     assert id(similarity.raw_gamma_q) in grad_params and id(similarity.raw_gamma_d) in grad_params
-    g = kg.gammas(model)
+    g = pipeline.gammas(model)
     assert g["gamma_q"] != pytest.approx(0.5, abs=1e-6) or g["gamma_d"] != pytest.approx(0.5, abs=1e-6)
-    metrics = kg.evaluate(result)
-    assert all(0.0 <= metrics[m] <= 1.0 for m in kg.METRICS)
+    metrics = pipeline.evaluate(result)
+    assert all(0.0 <= metrics[m] <= 1.0 for m in spec.METRICS)
     assert metrics["hits_at_1"] <= metrics["hits_at_3"] <= metrics["hits_at_10"]
+    assert len(pipeline.loss_curve(result)["train_loss"]["y"]) == 3
     # one unit per test triple and side; their mean is the pipeline's own MRR
-    ids, rr = kg.units(evaluator, fixture_dataset)["mrr"]
+    ids, rr = pipeline.units(evaluator, fixture_dataset)["mrr"]
     assert len(ids) == len(set(ids)) == 2 * fixture_dataset.testing.num_triples
     assert np.mean(rr) == pytest.approx(metrics["mrr"], rel=1e-6)
 
 
 def test_cross_evaluation_and_diagnostics(fixture_dataset):
     params = _params(variant="dot", epochs=2, composition="complex")
-    model, _, _ = kg.train(params, fixture_dataset)
+    model, _, _ = pipeline.train(params, fixture_dataset)
     assert model.interaction.composition == "complex"
-    cross = kg.cross_evaluate(model, fixture_dataset, params)
+    cross = pipeline.cross_evaluate(model, fixture_dataset, params)
+    assert set(cross) == set(FIXED_VARIANTS)
     # Per-query ranking: qnorm ranks like dot, dnorm like cosine.
     assert cross["qnorm"] == pytest.approx(cross["dot"], abs=1e-6)
     assert cross["dnorm"] == pytest.approx(cross["cosine"], abs=1e-6)
     assert model.interaction.variant == "dot"  # restored after re-scoring
-    diag = kg.norm_diagnostics(model, fixture_dataset, params)
+    diag = pipeline.norm_diagnostics(model, fixture_dataset, params)
     assert diag["entity_norm_cv"] > 0 and diag["query_norm_cv"] > 0
     assert -1.0 <= diag["norm_answer_freq_spearman"] <= 1.0
+    counter = pipeline.norm_and_answer_frequency(model, fixture_dataset)
+    assert len(counter) == fixture_dataset.training.num_entities
+    queries, entities = ADAPTER.embed(model, fixture_dataset.training.mapped_triples, params)
+    assert queries.shape == (2 * fixture_dataset.training.num_triples, 8)
+    assert entities.shape == (fixture_dataset.training.num_entities, 8)
 
 
 def test_candidate_frequency_counts_both_directions():
@@ -245,109 +293,89 @@ def test_candidate_frequency_counts_both_directions():
     assert pykeen_adapter.candidate_frequency(triples, 4, both_directions=True).tolist() == [1, 3, 1, 1]
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
+def test_dataset_paths_are_checked_only_with_the_data():
+    from embsym_lib.schema import validate
+
+    assert validate(spec.KgParams, {"dataset": "path:nowhere"}, "kg", check_data=False)["dataset"]
+
+
+# --- the contract, and the rule on fake records -----------------------------------------------------------
+
+
+class TestKgContract(FamilyContract):
+    family = "kg"
+    tiny = {"embedding_dim": 8, "epochs": 2, "batch_size": 32, "eval_batch_size": 64}
+    tiny_axes = {"dataset": "nations"}
+    bad = (
         ({"dataset": "freebase"}, "unknown KG dataset 'freebase'"),
         ({"dataset": "path:tests/fixtures/kg/does_not_exist"}, "directory not found"),
         ({"dataset": "path:tests/fixtures/kg/incomplete"}, "no validation file"),
-        ({"composition": "rotate"}, "unknown composition 'rotate'"),
+        ({"composition": "rotate"}, "parameter 'composition'"),
         ({"composition": "complex", "embedding_dim": 7}, "even embedding_dim"),
-        ({"training_loop": "owa"}, "unknown training_loop"),
-        ({"epochs": 0}, "epochs must be a positive integer"),
-        ({"scale": -1.0}, "scale must be a positive number"),
-    ],
-)
-def test_bad_parameters_fail_before_compute(override, message):
-    with pytest.raises(ParamError, match=message):
-        expand("kg", "offline", variants=["dot"], seeds=[0], overrides=override)
+        ({"training_loop": "owa"}, "parameter 'training_loop'"),
+        ({"epochs": 0}, "parameter 'epochs': input should be greater than or equal to 1"),
+        ({"scale": -1.0}, "parameter 'scale': input should be greater than 0"),
+        ({"lr": float("nan")}, "parameter 'lr': input should be a finite number"),
+        ({"learning_rate": 0.01}, "unknown parameter 'learning_rate'"),
+    )
+    unit_means = {"mrr": "mrr"}
 
-
-def test_profiles_expand():
-    offline = expand("kg", "offline")
-    assert {p.params["dataset"] for p in offline} == {"nations", "kinships", "umls"}
-    assert len(offline) == 5 * 3 * 3
-    paper = expand("kg", "paper")
-    assert {p.params["dataset"] for p in paper} == {"fb15k237", "wn18rr"}
-    assert expand("kg", "offline", variants=["dot"], seeds=[0], overrides={"dataset": WN_FIXTURE})
-
-
-def _synthetic_records():
-    rng = np.random.default_rng(0)
-    rows = []
-    for dataset in ("nations", "umls"):
-        for variant in VARIANTS:
-            for seed in range(3 if dataset == "nations" else 1):
-                mrr = 0.5 + (0.1 if variant in ("dot", "qnorm") else 0.0) + rng.normal(0, 0.01)
-                metrics = {
-                    "mrr": mrr,
-                    "hits_at_1": mrr - 0.2,
-                    "hits_at_3": mrr,
-                    "hits_at_10": min(1.0, mrr + 0.3),
-                    "entity_norm_cv": 0.2,
-                    "query_norm_cv": 0.3,
-                    "norm_tail_freq_spearman": 0.4,
-                    "norm_answer_freq_spearman": 0.5,
-                    "magnitude_d_top10": 0.9,
-                }
-                if variant == "learn":
-                    metrics.update(gamma_q=0.49, gamma_d=0.51)
-                rows.append(
-                    {
-                        "family": "kg",
-                        "profile": "offline",
-                        "run_id": f"{dataset}-{variant}-{seed}",
-                        "variant": variant,
-                        "seed": seed,
-                        "status": "complete",
-                        "wall_time_s": 1.0,
-                        "dataset": dataset,
-                        "composition": "distmult",
-                        "params": {
-                            "dataset": dataset,
-                            "composition": "distmult",
+    def fake_records(self) -> pd.DataFrame:
+        """Nations with three seeds (qnorm and dot ahead by 0.1), UMLS with one."""
+        rng = np.random.default_rng(0)
+        rows = []
+        for dataset in ("nations", "umls"):
+            for variant in VARIANTS:
+                for seed in range(3 if dataset == "nations" else 1):
+                    mrr = 0.5 + (0.1 if variant in ("dot", "qnorm") else 0.0) + rng.normal(0, 0.01)
+                    metrics = {
+                        "mrr": mrr,
+                        "hits_at_1": mrr - 0.2,
+                        "hits_at_3": mrr,
+                        "hits_at_10": min(1.0, mrr + 0.3),
+                        "entity_norm_cv": 0.2,
+                        "query_norm_cv": 0.3,
+                        "norm_tail_freq_spearman": 0.4,
+                        "norm_answer_freq_spearman": 0.5 + 0.1 * (variant == "qnorm") + rng.normal(0, 0.01),
+                        "magnitude_d_top10": 0.9,
+                    }
+                    if variant == "learn":
+                        metrics.update(gamma_q=0.49, gamma_d=0.51)
+                    rows.append(
+                        {
+                            "family": "kg",
                             "variant": variant,
                             "seed": seed,
-                        },
-                        "metrics": metrics,
-                        "curves": {},
-                        "extra": {"cross_mrr": {v: mrr for v in FIXED_VARIANTS}},
-                        **metrics,
-                    }
-                )
-    return pd.DataFrame(rows)
+                            "params": {"dataset": dataset, "composition": "distmult"},
+                            "metrics": metrics,
+                            "curves": {"train_loss": {"x": [1, 2], "y": [2.0, 1.0]}},
+                            "extra": {"cross_mrr": {v: mrr for v in FIXED_VARIANTS}},
+                        }
+                    )
+        df = frame(rows)
+        axes = pd.DataFrame([{a: p[a] for a in ("dataset", "composition")} for p in df["params"]])
+        return pd.concat([df, axes, pd.DataFrame(list(df["metrics"]))], axis=1)
 
+    def test_rule_on_fake_records(self):
+        rule = (
+            evaluate(self.fake_records(), load_claims(["kg"])).query("id == 'kg.rule'").set_index("setting")
+        )
+        assert rule.loc["dataset=nations, composition=distmult", "verdict"] == "supported"  # qnorm is +0.1
+        assert rule.loc["dataset=umls, composition=distmult", "verdict"] == "untestable here"  # one seed
 
-def test_report_runs_on_synthetic_and_partial_records(monkeypatch):
-    import matplotlib
+    def test_sections_without_axes_or_extras(self):
+        import matplotlib
 
-    matplotlib.use("Agg")
-    spec = get_family("kg")
-    df = _synthetic_records()
-    rule = evaluate(df, load_claims(["kg"])).query("id == 'kg.rule'").set_index("setting")
-    assert rule.loc["dataset=nations, composition=distmult", "verdict"] == "supported"  # qnorm is +0.1
-    assert rule.loc["dataset=umls, composition=distmult", "verdict"] == "untestable here"  # one seed
-    spec.report(df)
-    spec.report(df[df["variant"] == "dot"].drop(columns=["extra"]))
-    spec.report(df.iloc[0:0])
-    spec.report(df[df["dataset"] == "umls"].drop(columns=["dataset", "composition"]))
+        matplotlib.use("Agg")
+        df = self.fake_records()
+        assert spec.SPEC.sections(df[df["variant"] == "dot"].drop(columns=["extra"]))
+        assert spec.SPEC.sections(df[df["dataset"] == "umls"].drop(columns=["dataset", "composition"]))
+        matplotlib.pyplot.close("all")
 
-
-@pytest.mark.slow
-def test_notebook_end_to_end(tmp_path):
-    from embsym_lib.runner import run_grid
-
-    points = expand("kg", "offline", variants=["learn"], seeds=[0], overrides={**TINY, "epochs": 2})
-    points = [p for p in points if p.axes["dataset"] == "nations"]
-    (result,) = run_grid(points, outputs_dir=tmp_path)
-    assert result.status == "complete", result.error
-    metrics = result.record["metrics"]
-    for name in kg.METRICS:
-        assert 0.0 <= metrics[name] <= 1.0
-    assert all(math.isfinite(v) for v in metrics.values())
-    assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
-    assert set(result.record["extra"]["cross_mrr"]) == set(FIXED_VARIANTS)
-    ids, rr = read_units(result.run_dir)["mrr"]
-    assert result.record["units"] == {"mrr": len(ids)}
-    assert np.mean(rr) == pytest.approx(metrics["mrr"], rel=1e-6)
-    assert len(result.record["curves"]["train_loss"]["y"]) == 2
+    def check_record(self, record, run_dir):
+        metrics = record["metrics"]
+        assert 0.0 < metrics["gamma_q"] < 1.0 and 0.0 < metrics["gamma_d"] < 1.0
+        assert set(record["extra"]["cross_mrr"]) == set(FIXED_VARIANTS)
+        assert len(record["curves"]["train_loss"]["y"]) == 2
+        assert record["params"]["threads"] == 1 and "learning_rate" not in record["params"]
+        assert (Path(run_dir) / "figures" / "training_loss.png").is_file()

@@ -106,3 +106,24 @@ def test_normalize_is_safe_on_zero_vectors():
     y.sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
     assert torch.equal(S.pairwise(x, torch.ones(3, 4), "cosine"), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_scores_stay_finite(dtype):
+    """A zero vector normalizes to zero (an fp16 eps underflows), and dot products of norm-300 vectors
+    (9e4 > fp16's 65504) do not overflow: half inputs are scored in float32."""
+    q = torch.zeros(2, 8, dtype=dtype)
+    q[1] = 300.0 / 8**0.5
+    d = torch.full((3, 8), 300.0 / 8**0.5, dtype=dtype)
+    for variant in S.VARIANTS:
+        scores = S.make_similarity(variant).pairwise(q, d)
+        assert torch.isfinite(scores).all(), variant
+        assert torch.isfinite(S.make_similarity(variant).paired(q, d[:2])).all(), variant
+    assert S.pairwise(q, d, "dot")[1, 0].item() == pytest.approx(9e4, rel=1e-2)
+    assert S.pairwise(q, d, "cosine")[0].abs().max().item() == 0.0
+
+
+def test_double_precision_is_kept():
+    q, d = torch.randn(3, 4, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    assert S.pairwise(q, d, "cosine").dtype == torch.float64
+    assert S.make_similarity("learn").double().pairwise(q, d).dtype == torch.float64

@@ -1,26 +1,121 @@
-"""STS family: the pair-score hook, the loss and evaluator, the generated pair set, the STS-B / AllNLI
-loaders (fixture files), validation, the report, and one notebook run end to end."""
+"""STS family: the shared contract (schema, notebook, report, claims, a tiny run), the pair score through
+sentence-transformers' hooks equals the grid, λ's scale rules, the loss and evaluator, the generated pair
+set, the STS-B / AllNLI loaders (fixture files) and the paper profile on them."""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cases import FamilyContract, HookEqualsGrid
+from helpers.fake_records import frame
 from scipy.stats import pearsonr, spearmanr
 
+from embsym_lib.adapters import sentence_transformers as st
 from embsym_lib.claims import evaluate, load_claims
 from embsym_lib.data import sts as data
-from embsym_lib.families import get_family, sts
-from embsym_lib.params import ParamError, expand
+from embsym_lib.families.sts import pipeline, tables
+from embsym_lib.params import expand
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, paired
 
-matplotlib.use("Agg")
-
 FIXTURES = "tests/fixtures/sts"
+TINY = {
+    "n_train": 64,
+    "n_dev": 8,
+    "n_test": 48,
+    "scratch_hidden_size": 32,
+    "scratch_intermediate_size": 64,
+    "scratch_layers": 1,
+    "gamma_lr": 0.05,
+    "batch_size": 32,
+    "evaluate_dev": True,
+    "encoder_overrides": {"scratch": {"lr": 0.002, "epochs": 1, "trainable_layers": -1}},
+}
+
+
+class TestStsContract(FamilyContract):
+    family = "sts"
+    tiny = TINY
+    tiny_axes = {"encoder": "scratch"}
+    bad = (
+        ({"dataset": "sick"}, "parameter 'dataset'"),
+        ({"dataset": "stsb"}, "needs data_dir"),
+        ({"dataset": "stsb", "data_dir": "no/such/dir"}, "does not exist"),
+        ({"dataset": "stsb", "data_dir": FIXTURES}, "holds neither"),
+        ({"dataset": "stsb", "data_dir": f"{FIXTURES}/stsb_sbert", "nli_file": "nope.tsv.gz"}, "nli_file"),
+        ({"encoder": "bert-base-uncased"}, "unknown encoder"),
+        ({"encoder": "offline:minilm"}, "unknown encoder"),
+        ({"scale_rule": "both"}, "parameter 'scale_rule'"),
+        ({"score_scale": 0.0}, "parameter 'score_scale'"),
+        ({"pooling": "attention"}, "parameter 'pooling'"),
+        ({"warmup_ratio": 1.5}, "parameter 'warmup_ratio'"),
+        ({"trainable_layers": -2}, "parameter 'trainable_layers'"),
+        ({"encoder_overrides": {"scratch": {"scratch_epochs": 8}}}, "unknown keys"),
+        (
+            {"encoder_overrides": {"scratch": {"lr": float("inf")}}},
+            "encoder_overrides\\['scratch'\\]\\['lr'\\]",
+        ),
+        ({"evaluate_dev": 1}, "parameter 'evaluate_dev'"),
+    )
+
+    def expands_without_data(self, profile: str) -> bool:
+        return profile != "paper"  # the paper profile reads data/stsb and data/allnli
+
+    def fake_records(self) -> pd.DataFrame:
+        return fake_records()
+
+    def check_record(self, record, run_dir):
+        metrics = record["metrics"]
+        names = ("spearman", "pearson", "spearman_untrained", *(f"spearman_as_{v}" for v in FIXED_VARIANTS))
+        for name in names:
+            assert math.isfinite(metrics[name]) and -1 <= metrics[name] <= 1
+        assert metrics["gamma_q"] != 0.5 and 0 < metrics["gamma_q"] < 1
+        assert record["curves"]["train_loss"]["x"] and record["curves"]["dev_spearman"]["x"]
+        assert record["extra"]["paper_name"] == "learn" and record["extra"]["train_pairs"] == 64
+
+
+class TestStsHook(HookEqualsGrid):
+    """The pair score (λ = 1) as the regression loss calls it, on every (query, candidate) pair."""
+
+    def scores_through_hook(self, variant, q, d):
+        loss = st.PairScoreRegressionLoss(None, st.PairScore(variant, score_scale=1.0))
+        n, m = q.shape[0], d.shape[0]
+        return loss.similarity_fct(q.repeat_interleave(m, 0), d.repeat(n, 1)).view(n, m)
+
+
+def fake_records() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for encoder in ("minilm", "scratch"):
+        for variant in VARIANTS:
+            for seed in (0, 1, 2):
+                metrics = {f"spearman_as_{v}": float(rng.uniform(0.3, 0.9)) for v in FIXED_VARIANTS}
+                metrics.update(
+                    spearman=float(rng.uniform(0.3, 0.9)),
+                    pearson=float(rng.uniform(0.3, 0.9)),
+                    spearman_swapped=0.5,
+                    spearman_untrained=0.4,
+                    norm_mean=5.0,
+                    norm_cv=0.1,
+                    norm_product_spearman=0.0,
+                )
+                if variant == "learn":
+                    metrics.update(gamma_q=0.5, gamma_d=0.49)
+                rows.append(
+                    {
+                        "family": "sts",
+                        "variant": variant,
+                        "seed": seed,
+                        "params": {"encoder": encoder},
+                        "metrics": metrics,
+                        "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}},
+                    }
+                )
+    df = frame(rows)
+    return df.assign(encoder=[p["encoder"] for p in df["params"]], **pd.DataFrame(list(df["metrics"])))
 
 
 def _pair(seed: int = 0, n: int = 12, dim: int = 8):
@@ -32,7 +127,7 @@ def _pair(seed: int = 0, n: int = 12, dim: int = 8):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_pair_score_is_the_grid_score_scaled_per_side(variant):
     a, b = _pair()
-    score = sts.PairScore(variant, score_scale=0.01, scale_rule="per_side")
+    score = st.PairScore(variant, score_scale=0.01, scale_rule="per_side")
     unnormalized_sides = {"cosine": 0, "dot": 2, "qnorm": 1, "dnorm": 1}
     if variant == "learn":
         gq, gd = score.similarity.gamma_q.detach(), score.similarity.gamma_d.detach()
@@ -47,7 +142,7 @@ def test_pair_score_is_the_grid_score_scaled_per_side(variant):
 def test_pair_score_any_side_rule(variant):
     a, b = _pair(1)
     expected = paired(a, b, variant) * (1.0 if variant == "cosine" else 0.01)
-    torch.testing.assert_close(sts.PairScore(variant, 0.01, "any_side")(a, b), expected)
+    torch.testing.assert_close(st.PairScore(variant, 0.01, "any_side")(a, b), expected)
 
 
 def test_one_sided_variants_are_sent1norm_and_sent2norm():
@@ -57,14 +152,14 @@ def test_one_sided_variants_are_sent1norm_and_sent2norm():
     torch.testing.assert_close(paired(a, b, "qnorm"), b.norm(dim=-1) * cos)
     torch.testing.assert_close(paired(a, b, "dnorm"), a.norm(dim=-1) * cos)
     torch.testing.assert_close(paired(b, a, "qnorm"), paired(a, b, "dnorm"))
-    assert sts.PAPER_NAMES["qnorm"] == "Sent1Norm" and sts.PAPER_NAMES["dnorm"] == "Sent2Norm"
+    assert tables.PAPER_NAMES["qnorm"] == "Sent1Norm" and tables.PAPER_NAMES["dnorm"] == "Sent2Norm"
 
 
 def test_regression_loss_and_learnable_gammas():
     a, b = _pair(3)
     labels = torch.rand(a.shape[0])
-    score = sts.PairScore("learn", 0.01)
-    loss = sts.PairScoreRegressionLoss(model=None, similarity_fct=score)
+    score = st.PairScore("learn", 0.01)
+    loss = st.PairScoreRegressionLoss(model=None, similarity_fct=score)
     value = loss.compute_loss_from_embeddings([a, b], labels)
     torch.testing.assert_close(value, torch.mean((score(a, b) - labels) ** 2))
     value.backward()
@@ -87,7 +182,7 @@ class _StubEncoder:
 
 def test_evaluator_scores_every_variant(monkeypatch):
     a, b = _pair(4, n=30)
-    frame = pd.DataFrame(
+    split = pd.DataFrame(
         {
             "sentence1": [f"a{i}" for i in range(30)],
             "sentence2": [f"b{i}" for i in range(30)],
@@ -95,16 +190,25 @@ def test_evaluator_scores_every_variant(monkeypatch):
         }
     )
     table = {**{f"a{i}": a[i].numpy() for i in range(30)}, **{f"b{i}": b[i].numpy() for i in range(30)}}
-    evaluator = sts.make_evaluator(frame, sts.PairScore("qnorm"))
-    monkeypatch.setattr(evaluator, "store_metrics_in_model_card_data", lambda *args, **kwargs: None)
-    metrics = evaluator(_StubEncoder(table))
-    gold = frame["score"] / 5
+    encoder = st.GridEncoder(_StubEncoder(table), st.ENCODERS["minilm"], st.PairScore("qnorm"), "pairs")
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    monkeypatch.setattr(
+        EmbeddingSimilarityEvaluator, "store_metrics_in_model_card_data", lambda *a, **k: None
+    )
+    metrics = pipeline.evaluate(encoder, split, {"eval_batch_size": 8})
+    gold = split["score"] / 5
     for v in FIXED_VARIANTS:
         scores = paired(a, b, v).numpy()
         assert metrics[f"spearman_as_{v}"] == pytest.approx(spearmanr(gold, scores).statistic)
         assert metrics[f"pearson_as_{v}"] == pytest.approx(pearsonr(gold, scores).statistic, rel=1e-5)
     assert metrics["spearman"] == pytest.approx(metrics["spearman_as_qnorm"])
     assert metrics["spearman_swapped"] == pytest.approx(metrics["spearman_as_dnorm"])
+    with st.ADAPTER.scored_with(encoder, "dot"):
+        assert encoder.score.variant == "dot" and encoder.score.score_scale == 0.01
+        dot = pipeline.evaluate(encoder, split, {"eval_batch_size": 8})
+    assert dot["spearman"] == pytest.approx(metrics["spearman_as_dot"])
+    assert encoder.score.variant == "qnorm"
 
 
 def test_generated_pairs_are_deterministic_graded_and_split_by_frame():
@@ -170,115 +274,29 @@ def test_paper_profile_loads_fixtures_through_the_family():
         seeds=[0],
         overrides={"data_dir": f"{FIXTURES}/stsb_original", "nli_file": f"{FIXTURES}/AllNLI.tsv.gz"},
     )
-    assert {p.params["encoder"] for p in points} == {"facebook/contriever", "Shitao/RetroMAE"}
-    splits = sts.load_pairs(points[0].params)
+    assert {p.params["encoder"] for p in points} == {"contriever", "retromae"}
+    assert {st.encoder_info(p.params["encoder"]).pooling for p in points} == {"mean", "cls"}
+    assert all(p.params["threads"] == 4 and p.params["trainable_layers"] == -1 for p in points)
+    splits = pipeline.load_pairs(points[0].params)
     assert len(splits["train"]) == 6 + 4 and len(splits["test"]) == 4
+    assert expand("sts", "paper", check_data=False), "a dry run needs no data"
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"dataset": "sick"}, "unknown dataset 'sick'"),
-        ({"dataset": "stsb"}, "needs data_dir"),
-        ({"dataset": "stsb", "data_dir": "no/such/dir"}, "does not exist"),
-        ({"dataset": "stsb", "data_dir": FIXTURES}, "holds neither"),
-        ({"dataset": "stsb", "data_dir": f"{FIXTURES}/stsb_sbert", "nli_file": "nope.tsv.gz"}, "nli_file"),
-        ({"encoder": "bert-base-uncased"}, "cannot download"),
-        ({"scale_rule": "both"}, "unknown scale_rule"),
-        ({"score_scale": 0.0}, "score_scale"),
-        ({"pooling": "attention"}, "unknown pooling"),
-        ({"warmup_ratio": 1.5}, "warmup_ratio"),
-    ],
-)
-def test_validation_errors(overrides, message):
-    with pytest.raises(ParamError, match=message):
-        expand("sts", "offline", variants=["dot"], seeds=[0], overrides=overrides)
+def test_scratch_trains_with_its_own_values():
+    (point,) = expand("sts", "offline", variants=["dot"], seeds=[0], overrides={"encoder": "scratch"})
+    p = st.with_overrides(point.params)
+    assert (p["lr"], p["epochs"], p["trainable_layers"]) == (0.002, 8, -1)
+    (minilm,) = expand("sts", "offline", variants=["dot"], seeds=[0], overrides={"encoder": "minilm"})
+    assert st.with_overrides(minilm.params)["trainable_layers"] == 2
 
 
-def test_offline_profile_expands_to_the_full_grid():
-    points = expand("sts", "offline")
-    assert len(points) == 5 * 2 * 3
-    assert {p.params["encoder"] for p in points} == {"offline:minilm", "scratch"}
-    assert get_family("sts").symmetry_of(points[0].params).symmetric
-
-
-def _synthetic_records() -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for encoder in ("offline:minilm", "scratch"):
-        for variant in ("cosine", "dot", "qnorm", "learn"):  # dnorm missing on purpose
-            for seed in (0, 1) if encoder == "scratch" else (0, 1, 2):
-                metrics = {f"spearman_as_{v}": float(rng.uniform(0.3, 0.9)) for v in FIXED_VARIANTS}
-                metrics.update(
-                    spearman=float(rng.uniform(0.3, 0.9)),
-                    pearson=float(rng.uniform(0.3, 0.9)),
-                    spearman_swapped=0.5,
-                    spearman_untrained=0.4,
-                    norm_mean=5.0,
-                    norm_cv=0.1,
-                    norm_product_spearman=0.0,
-                )
-                if variant == "learn":
-                    metrics.update(gamma_q=0.5, gamma_d=0.49)
-                rows.append(
-                    {
-                        "family": "sts",
-                        "profile": "offline",
-                        "run_id": f"{encoder}-{variant}-{seed}",
-                        "variant": variant,
-                        "seed": seed,
-                        "status": "complete",
-                        "wall_time_s": 1.0,
-                        "encoder": encoder,
-                        "params": {"encoder": encoder, "variant": variant, "seed": seed},
-                        "metrics": metrics,
-                        "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}},
-                        "extra": {},
-                        **metrics,
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def test_report_and_claims_on_synthetic_records():
-    df = _synthetic_records()
+def test_claims_name_the_encoder_settings():
+    df = fake_records()
+    df = df[df["variant"] != "dnorm"]
     table = evaluate(df, load_claims(["sts"])).set_index(["id", "setting"])
-    assert {s for _, s in table.index} == {"encoder=offline:minilm", "encoder=scratch"}
+    assert {s for _, s in table.index} == {"encoder=minilm", "encoder=scratch"}
     one_sided = table.loc["sts.one_sided_below_cosine"]
     assert (one_sided["verdict"] == "untestable here").all()  # no dnorm runs
     assert one_sided["reason"].str.contains("no runs of dnorm").all()
-    get_family("sts").report(df)
-    get_family("sts").report(df[(df["seed"] == 0) & (df["variant"] != "cosine")])
-    ref = get_family("sts").reference()
+    ref = tables.reference()
     assert set(ref["setting"]) == {"contriever", "retromae"} and "learn" not in set(ref["variant"])
-
-
-@pytest.mark.slow
-def test_notebook_end_to_end(tmp_path):
-    from embsym_lib.runner import run_grid
-
-    tiny = {
-        "n_train": 64,
-        "n_dev": 8,
-        "n_test": 48,
-        "scratch_epochs": 1,
-        "scratch_hidden_size": 32,
-        "scratch_intermediate_size": 64,
-        "scratch_layers": 1,
-        "gamma_learning_rate": 0.05,
-        "batch_size": 32,
-        "evaluate_dev": True,
-    }
-    points = [
-        p
-        for p in expand("sts", "offline", variants=["learn"], seeds=[0], overrides=tiny)
-        if p.params["encoder"] == "scratch"
-    ]
-    (result,) = run_grid(points, outputs_dir=tmp_path)
-    assert result.status == "complete", result.error
-    metrics = result.record["metrics"]
-    for name in ("spearman", "pearson", "spearman_untrained", *(f"spearman_as_{v}" for v in FIXED_VARIANTS)):
-        assert math.isfinite(metrics[name]) and -1 <= metrics[name] <= 1
-    assert metrics["gamma_q"] != 0.5 and 0 < metrics["gamma_q"] < 1
-    assert result.record["curves"]["train_loss"]["x"]
-    assert result.record["curves"]["dev_spearman"]["x"]

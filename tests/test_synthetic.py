@@ -64,7 +64,7 @@ def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
             assert m["fisher_kappa_qnorm"] >= 1 and len(r.record["curves"]["val_ndcg@10"]["y"]) == 2
             # Document norms carry nothing under a normalized document side.
             assert (m["ndcg@10_drop_norm_shuffled"] == 0.0) == (r.point.params["variant"] == "cosine")
-    df = load_records(synthetic_runs["outputs"], profile="offline")
+    df = load_records(synthetic_runs["outputs"], profile="offline", params_dir=synthetic_runs["params_dir"])
     assert len(df) == len(points)
     rule = evaluate(df).query("id == 'synthetic.rule'").set_index("setting")
     assert set(rule.index) == {"task=asymmetric", "task=symmetric"}
@@ -78,7 +78,7 @@ def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
 
 
 def test_collate_flags_runs_pooled_across_different_parameters(synthetic_runs):
-    df = load_records(synthetic_runs["outputs"], profile="offline")
+    df = load_records(synthetic_runs["outputs"], profile="offline", params_dir=synthetic_runs["params_dir"])
     spec = get_family("synthetic")
     assert collate.mixed_parameters(spec, df) == {}
     df.at[0, "params"] = {**df.at[0, "params"], "epochs": 99}

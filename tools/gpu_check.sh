@@ -19,10 +19,10 @@ run() { local fam=$1; shift; echo "=== $fam $*" >> "$OUT/families.log"; local t0
   echo "$fam rc=$? $(( $(date +%s) - t0 ))s" | tee -a "$OUT/families.log"; }
 run kg --variants dot cosine --set dataset=path:tests/fixtures/kg/fb15k237_sample --set composition=distmult \
   --set epochs=2 --set embedding_dim=32 --set num_negatives=8 --set batch_size=64 --set magnitude_queries=20
-run fewshot --variants dnorm euclidean --set data_root=tests/fixtures/fewshot --set dataset=miniimagenet --set shots=1 \
+run fewshot --variants dnorm euclidean --set data_dir=tests/fixtures/fewshot --set dataset=miniimagenet --set shots=1 \
   --set ways=2 --set train_ways=2 --set queries=1 --set train_queries=1 --set episodes=20 --set eval_every=10 --set val_episodes=10 --set test_episodes=20
-run recsys --variants dot cosine --set data_path=tests/fixtures/recsys --set dataset=ml-1m --set model=bpr --set epochs=2
-run clip --variants cosine qnorm --set coco_root=tests/fixtures/clip/coco \
+run recsys --variants dot cosine --set data_dir=tests/fixtures/recsys --set dataset=ml-1m --set model=bpr --set epochs=2
+run clip --variants cosine qnorm --set data_dir=tests/fixtures/clip/coco \
   --set coco_train_annotations=annotations/captions_val2017.json --set coco_train_images=val2017 \
   --set epochs=1 --set batch_size=3 --set zero_shot=false --set loss_direction=sym
 run sts --variants cosine dnorm --set encoder=$S/facebook/contriever --set data_dir=tests/fixtures/sts/stsb_original \

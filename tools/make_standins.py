@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from embsym_lib.adapters.sentence_transformers import offline_minilm_path
-from embsym_lib.families.retrieval import tiny_t5
+from embsym_lib.families.retrieval.rag import tiny_t5
 
 out = Path(sys.argv[1])
 tokenizer = AutoTokenizer.from_pretrained(str(offline_minilm_path()))

@@ -15,6 +15,10 @@ sides at once and the example ignores its ``metric`` argument, so the logits com
 
 Prototypes are the mean of the *raw* support embeddings (Snell et al.) unless ``prototype="normalized"``
 (the mean of unit-normalized support embeddings), and the variant's normalization then applies to that mean.
+
+``ADAPTER`` (the protocol of ``embsym_lib.adapters``) builds a ``ProtoNet`` (backbone + scorer), trains it
+with ``train_protonet`` (learn2learn has no trainer: its task sampling, the example's loop) and swaps the
+scorer for the cross-evaluation (``scored_with``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,6 +41,7 @@ EUCLIDEAN = "euclidean"
 ARMS: tuple[str, ...] = (*VARIANTS, EUCLIDEAN)
 FIXED_ARMS: tuple[str, ...] = tuple(a for a in ARMS if a != "learn")
 PROTOTYPES: tuple[str, ...] = ("raw", "normalized")
+VALIDATION_EPISODE_SEED = 20_000  # + the run's seed: the same validation episodes for every arm of a seed
 
 
 def squared_euclidean_logits(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -71,6 +76,40 @@ def conv4(channels: int, hidden: int = 64) -> nn.Module:
     import learn2learn as l2l
 
     return l2l.vision.models.CNN4Backbone(hidden_size=hidden, layers=4, channels=channels, max_pool=True)
+
+
+class ProtoNet(nn.Module):
+    """What learn2learn's ProtoNet example trains: the backbone, and the scorer of the run's arm (its
+    scoring step, where the grid is plugged in), with the prototype rule and the scales of every arm."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        scorer: PrototypeScorer,
+        prototype: str = "raw",
+        scale: float = 10.0,
+        euclidean_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.scorer = scorer
+        self.prototype = prototype
+        self.scale = scale
+        self.euclidean_scale = euclidean_scale
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def scorer_for(self, arm: str) -> PrototypeScorer:
+        """The run's own scorer for its arm, a fresh fixed one (same scales) for any other."""
+        if arm == self.scorer.arm:
+            return self.scorer
+        return PrototypeScorer(arm, self.scale, self.euclidean_scale)
+
+    def forward(self, data, labels, ways: int, shots: int, queries: int):
+        """Query logits and labels of one episode (``episode_logits``)."""
+        return episode_logits(self.backbone, self.scorer, data, labels, ways, shots, queries, self.prototype)
 
 
 def dataset_labels(dataset) -> list[int]:
@@ -226,9 +265,13 @@ def evaluate_arms(
     return out
 
 
+def episode_loss(logits: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over an episode's query logits (Snell et al.; learn2learn's example)."""
+    return F.cross_entropy(logits.float(), query_labels)
+
+
 def train_protonet(
-    backbone: nn.Module,
-    scorer: PrototypeScorer,
+    model: ProtoNet,
     train_dataset,
     validation_dataset,
     *,
@@ -243,18 +286,18 @@ def train_protonet(
     val_queries: int = 15,
     val_episodes: int = 100,
     val_seed: int = 0,
-    prototype: str = "raw",
     rotate_classes: bool = False,
-    device: str = "cpu",
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = episode_loss,
     log=print,
 ) -> dict[str, Any]:
     """Episodic training (Adam, as Snell et al.), keeping the backbone + scorer with the best validation accuracy.
 
-    Validation uses the run's own arm on ``val_episodes`` fixed episodes (``val_seed``) of held-out classes.
-    Returns the loss and validation curves, the best validation accuracy and its episode, and learn's gammas.
+    learn2learn samples the episodes (``TaskDataset.sample``); the loop is its ProtoNet example's, on the
+    model's device. Validation uses the run's own arm on ``val_episodes`` fixed episodes (``val_seed``) of
+    held-out classes. Returns the loss and validation curves, the best validation accuracy and its
+    episode, and learn's gammas.
     """
-    backbone.to(device)
-    scorer.to(device)
+    backbone, scorer, prototype, device = model.backbone, model.scorer, model.prototype, model.device
     params = list(backbone.parameters()) + list(scorer.parameters())
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = (
@@ -299,7 +342,7 @@ def train_protonet(
         logits, query_labels = episode_logits(
             backbone, scorer, data.to(device), labels.to(device), train_ways, shots, train_queries, prototype
         )
-        loss = F.cross_entropy(logits.float(), query_labels)
+        loss = loss_fn(logits, query_labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -326,12 +369,62 @@ def train_protonet(
     }
 
 
-def moving_average(values: Sequence[float], window: int) -> list[float]:
-    """Trailing mean over ``window`` values (shorter at the start), for plotting noisy episode losses."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return []
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    idx = np.arange(1, x.size + 1)
-    lo = np.maximum(idx - window, 0)
-    return ((c[idx] - c[lo]) / (idx - lo)).tolist()
+class Learn2LearnAdapter:
+    """``embsym_lib.adapters.Adapter`` for learn2learn's Prototypical Networks."""
+
+    library = "learn2learn"
+
+    def build_model(self, params: dict[str, Any], channels: int = 1) -> ProtoNet:
+        """Conv-4 over ``channels``-channel images, then the scorer of ``params["variant"]`` (learn's γ
+        train with the backbone)."""
+        backbone = conv4(channels, params["hidden"])
+        scorer = PrototypeScorer(params["variant"], params["scale"], params["euclidean_scale"])
+        return ProtoNet(backbone, scorer, params["prototype"], params["scale"], params["euclidean_scale"])
+
+    def similarity(self, model: ProtoNet):
+        """The grid's ``Similarity`` in the scorer (None for the Euclidean arm)."""
+        return model.scorer.similarity
+
+    def make_loss(self, model: ProtoNet, params: dict[str, Any]):
+        return episode_loss
+
+    def fit(self, model: ProtoNet, loss, data, params: dict[str, Any], log=print) -> dict[str, Any]:
+        """``train_protonet`` on ``data`` (``embsym_lib.data.fewshot.FewShotSplits``): train episodes of
+        ``train_ways`` x (``shots`` + ``train_queries``), validation as the test episodes' shape."""
+        return train_protonet(
+            model,
+            data.train,
+            data.validation,
+            train_ways=params["train_ways"],
+            shots=params["shots"],
+            train_queries=params["train_queries"],
+            episodes=params["episodes"],
+            lr=params["lr"],
+            lr_halve_every=params["lr_halve_every"],
+            eval_every=params["eval_every"],
+            val_ways=params["ways"],
+            val_queries=params["queries"],
+            val_episodes=params["val_episodes"],
+            val_seed=VALIDATION_EPISODE_SEED + params["seed"],
+            rotate_classes=data.rotate_classes,
+            loss_fn=loss,
+            log=log,
+        )
+
+    def embed(self, model: ProtoNet, split, params: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings, labels) of every image of ``split``: an episode's queries are some of these rows
+        and its prototypes the class means of others (``split_episode``, ``class_prototypes``)."""
+        return embed(model.backbone, split, model.device)
+
+    @contextmanager
+    def scored_with(self, model: ProtoNet, variant: str) -> Iterator[ProtoNet]:
+        """The model scoring with the fixed arm ``variant`` (same scales) inside the block."""
+        own = model.scorer
+        model.scorer = model.scorer_for(variant)
+        try:
+            yield model
+        finally:
+            model.scorer = own
+
+
+ADAPTER = Learn2LearnAdapter()

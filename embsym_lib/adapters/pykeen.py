@@ -12,13 +12,17 @@ is always an entity embedding, and the score is ``embsym_lib.similarity`` applie
 - Loss: ``ScaledCrossEntropyLoss``, PyKEEN's softmax cross-entropy on ``scale * score`` (the paper's
   α = 1/τ). PyKEEN's ``InfoNCELoss(margin=0, log_adversarial_temperature=log τ)`` computes the same
   thing, but its attribute named ``inverse_softmax_temperature`` holds τ itself, so we spell α out.
+- ``ADAPTER`` (``adapters.Adapter``): ``build_model(params, training=...)`` needs the training triples,
+  ``fit`` is PyKEEN's own ``pipeline()`` (training, then its filtered test evaluation), ``scored_with``
+  swaps the interaction's similarity for the cross-evaluation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -141,12 +145,12 @@ class ScaledCrossEntropyLoss(CrossEntropyLoss):
         )
 
 
-def build_model(
+def er_model(
     training,
     variant: str,
     composition: str = "distmult",
     embedding_dim: int = 64,
-    scale: float = 20.0,
+    loss=None,
     initializer: str = "xavier_normal_",
     random_seed: int = 0,
 ):
@@ -161,7 +165,7 @@ def build_model(
         interaction=GridInteraction(variant=variant, composition=composition),
         entity_representations_kwargs=dict(representation),
         relation_representations_kwargs=dict(representation),
-        loss=ScaledCrossEntropyLoss(scale=scale),
+        loss=loss if loss is not None else ScaledCrossEntropyLoss(),
         random_seed=random_seed,
     )
 
@@ -176,6 +180,25 @@ def scored_with(model, variant: str) -> Iterator[Any]:
         yield model
     finally:
         interaction.similarity = trained
+
+
+def rank_evaluator(keep_ranks: bool = False):
+    """PyKEEN's filtered ``RankBasedEvaluator``; ``keep_ranks`` keeps the per-triple ranks after it finishes."""
+    from pykeen.evaluation import RankBasedEvaluator
+
+    return RankBasedEvaluator(filtered=True, clear_on_finalize=not keep_ranks)
+
+
+def _training_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"training_loop": params["training_loop"]}
+    if params["training_loop"] == "slcwa":
+        # Corrupt tails only: with inverse triples every instance is already (entity, relation) -> candidate.
+        kwargs["negative_sampler"] = "basic"
+        kwargs["negative_sampler_kwargs"] = {
+            "num_negs_per_pos": params["num_negatives"],
+            "corruption_scheme": ("tail",),
+        }
+    return kwargs
 
 
 # --- embeddings for diagnostics ---------------------------------------------------------------------
@@ -213,3 +236,86 @@ def candidate_frequency(
 def log_scale_to_temperature(scale: float) -> float:
     """log τ for PyKEEN's ``InfoNCELoss(log_adversarial_temperature=...)`` equivalent to ``scale``."""
     return -math.log(scale)
+
+
+# --- the adapter ------------------------------------------------------------------------------------
+
+
+class PyKEENAdapter:
+    """``adapters.Adapter`` for PyKEEN. The model needs the training triples (entity and relation counts,
+    inverse relations), so ``build_model`` takes them beside the parameters; ``fit`` is PyKEEN's own
+    ``pipeline()``, which trains and then runs the filtered test evaluation in one call."""
+
+    library = "pykeen"
+
+    def build_model(self, params: dict[str, Any], training=None):
+        """``training``: the dataset's training ``TriplesFactory`` (with inverse triples)."""
+        if training is None:
+            raise ValueError("the PyKEEN adapter builds its model from the training triples: pass training=")
+        return er_model(
+            training,
+            variant=params["variant"],
+            composition=params["composition"],
+            embedding_dim=params["embedding_dim"],
+            loss=self.make_loss(None, params),
+            random_seed=params["seed"],
+        )
+
+    def similarity(self, model):
+        return model.interaction.similarity
+
+    def make_loss(self, model, params: dict[str, Any]) -> ScaledCrossEntropyLoss:
+        """Softmax cross-entropy at the run's scale over the candidates the training loop supplies (the
+        model carries its loss: ``build_model`` already sets this one)."""
+        return ScaledCrossEntropyLoss(scale=params["scale"])
+
+    def fit(
+        self, model, loss, data, params: dict[str, Any], log: Callable[[str], None] | None = None
+    ) -> dict:
+        """PyKEEN's ``pipeline()`` on ``data`` (a ``Dataset``): its training loop, Adam at ``lr``, then its
+        filtered rank-based test evaluation. Returns ``train_loss`` (per epoch), the ``PipelineResult``
+        (``result``) and the test ``evaluator``, which keeps its per-triple ranks."""
+        from pykeen.pipeline import pipeline
+
+        from ..runtime import resolve_device
+
+        if loss is not None and loss is not model.loss:
+            model.loss = loss
+        evaluator = rank_evaluator(keep_ranks=True)
+        # PyKEEN runs gc.collect() after every epoch; freezing the objects that exist now keeps that cheap in
+        # a notebook kernel (it otherwise dominates an epoch on the small datasets).
+        gc.freeze()
+        try:
+            result = pipeline(
+                dataset=data,
+                model=model,
+                optimizer="adam",
+                optimizer_kwargs={"lr": params["lr"]},
+                training_kwargs={
+                    "num_epochs": params["epochs"],
+                    "batch_size": params["batch_size"],
+                    "use_tqdm": False,
+                },
+                evaluator=evaluator,
+                evaluation_kwargs={"batch_size": params["eval_batch_size"], "use_tqdm": False},
+                random_seed=params["seed"],
+                device=resolve_device(params.get("device") or "cpu"),
+                use_tqdm=False,
+                **_training_kwargs(params),
+            )
+        finally:
+            gc.unfreeze()
+        if log is not None:
+            log(f"trained {params['epochs']} epochs in {result.train_seconds:.1f}s")
+        return {"train_loss": [float(x) for x in result.losses], "result": result, "evaluator": evaluator}
+
+    def embed(self, model, split, params: dict[str, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries, candidates) of a split's mapped triples: compose(e, r) for both directions of every
+        triple, and every entity embedding (the candidates of every query)."""
+        return query_embeddings(model, split), entity_embeddings(model)
+
+    def scored_with(self, model, variant: str):
+        return scored_with(model, variant)
+
+
+ADAPTER = PyKEENAdapter()

@@ -32,6 +32,11 @@ RecBole 1.2.1 with today's stack needs four work-arounds, all kept here:
 RecBole writes its tensorboard events relative to the working directory, so ``build_recbole`` and the
 trainer run inside ``working_directory(run_dir)``; checkpoints go to run_dir/recbole_checkpoints and the
 log to run_dir/recbole.log (``attach_log_file``).
+
+``ADAPTER`` (the protocol of ``embsym_lib.adapters``): ``build_model`` drives Config -> dataset -> split
+-> model (a RecBole model is built from its dataset, so it returns a ``RecBoleSetup``: model and data
+together), ``fit`` is RecBole's Trainer with its early stopping and the best checkpoint reloaded,
+``scored_with`` swaps the fixed variant in for RecBole's evaluator (the cross-evaluation).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +54,7 @@ import scipy.sparse as sp
 import torch
 
 from ..losses import info_nce
+from ..records import project_path
 from ..similarity import LearnableSimilarity, Similarity, check_variant, make_similarity
 
 LOSSES: tuple[str, ...] = ("bpr", "infonce")
@@ -226,46 +232,55 @@ def working_directory(path: Path) -> Iterator[Path]:
         os.chdir(previous)
 
 
-def dataset_dir(dataset: str, data_path: str) -> Path:
-    """Where RecBole reads ``<dataset>.inter`` from: the shipped copy for ml-100k, else data_path/dataset."""
+def dataset_dir(dataset: str, data_dir: str) -> Path:
+    """Where RecBole reads ``<dataset>.inter`` from: the shipped copy for ml-100k, else data_dir/dataset."""
     if dataset in SHIPPED_DATASETS:
         return SHIPPED_DATASETS[dataset]
-    return Path(data_path).expanduser().resolve() / dataset
+    return Path(data_dir).expanduser().resolve() / dataset
 
 
-def check_atomic_files(dataset: str, data_path: str) -> Path:
+def check_atomic_files(dataset: str, data_dir: str) -> Path:
     """The dataset's ``.inter`` file, or one clear error. A missing folder would make RecBole try to
     download (and prompt on ``input()`` for large datasets), so it must exist before RecBole starts."""
-    folder = dataset_dir(dataset, data_path)
+    folder = dataset_dir(dataset, data_dir)
     inter = folder / f"{dataset}.inter"
     if not inter.is_file():
-        where = f"data_path={data_path!r}" if dataset not in SHIPPED_DATASETS else "the recbole package"
+        where = f"data_dir={data_dir!r}" if dataset not in SHIPPED_DATASETS else "the recbole package"
         raise FileNotFoundError(
             f"RecBole atomic file not found: {inter} (dataset {dataset!r}, {where}); expected "
-            f"<data_path>/{dataset}/{dataset}.inter with a header like "
+            f"<data_dir>/{dataset}/{dataset}.inter with a header like "
             "'user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float'"
         )
     return inter
 
 
 def recbole_config(
-    model: str, dataset: str, data_path: str, settings: dict[str, Any], run_dir: Path
+    model: str,
+    dataset: str,
+    data_dir: str,
+    settings: dict[str, Any],
+    run_dir: Path,
+    device: str | None = None,
 ) -> Config:
     """RecBole's Config for one of our models. ``settings`` are plain RecBole keys (epochs, eval_args, ...)
-    plus ours (similarity_variant, score_scale, grid_loss)."""
-    check_atomic_files(dataset, data_path)
+    plus ours (similarity_variant, score_scale, grid_loss). ``device`` (``cpu``/``cuda``): where RecBole
+    puts the model and the batches; None: RecBole's own choice (cuda whenever torch sees a GPU)."""
+    check_atomic_files(dataset, data_dir)
     run_dir = Path(run_dir).resolve()
     config_dict = {
-        "data_path": str(Path(data_path).expanduser().resolve()) if data_path else "dataset/",
+        "data_path": str(Path(data_dir).expanduser().resolve()) if data_dir else "dataset/",
         "checkpoint_dir": str(run_dir / "recbole_checkpoints"),
-        "use_gpu": torch.cuda.is_available(),
+        "use_gpu": torch.cuda.is_available() if device is None else device == "cuda",
         "show_progress": False,
         "log_wandb": False,
         "save_dataset": False,
         "save_dataloaders": False,
         **settings,
     }
-    return Config(model=model_class(model), dataset=dataset, config_dict=config_dict)
+    config = Config(model=model_class(model), dataset=dataset, config_dict=config_dict)
+    if device is not None:  # RecBole picks cuda whenever one is visible, whatever use_gpu says
+        config["device"] = torch.device(device)
+    return config
 
 
 def attach_log_file(run_dir: Path, level: int = logging.INFO) -> Path:
@@ -296,11 +311,17 @@ class RecBoleSetup:
 
 
 def build_recbole(
-    model: str, dataset: str, data_path: str, settings: dict[str, Any], run_dir: Path, seed: int
+    model: str,
+    dataset: str,
+    data_dir: str,
+    settings: dict[str, Any],
+    run_dir: Path,
+    seed: int,
+    device: str | None = None,
 ) -> RecBoleSetup:
     """Config -> create_dataset -> data_preparation -> model, as ``run_recbole`` would, with our model class."""
     with working_directory(run_dir):
-        config = recbole_config(model, dataset, data_path, {**settings, "seed": seed}, run_dir)
+        config = recbole_config(model, dataset, data_dir, {**settings, "seed": seed}, run_dir, device)
         init_seed(config["seed"], config["reproducibility"])
         full = create_dataset(config)
         train_data, valid_data, test_data = data_preparation(config, full)
@@ -332,3 +353,111 @@ def scored_with(model, variant: str) -> Iterator[None]:
         yield
     finally:
         model.similarity = original
+
+
+# --- the adapter ------------------------------------------------------------------------------------
+
+
+def _net(model):
+    """The RecBole model of a ``RecBoleSetup``, or the model itself."""
+    return model.model if isinstance(model, RecBoleSetup) else model
+
+
+def recbole_keys(params: dict[str, Any]) -> dict[str, Any]:
+    """A run's parameters under RecBole's own config keys, and the grid keys our models read."""
+    keys = {
+        "embedding_size": params["embedding_dim"],
+        "learning_rate": params["lr"],
+        "train_batch_size": params["batch_size"],
+        "similarity_variant": params["variant"],
+        "score_scale": float(params["scale"]),
+        "grid_loss": params["loss"],
+    }
+    keys.update(
+        {
+            k: params[k]
+            for k in ("n_layers", "reg_weight", "epochs", "stopping_step", "eval_batch_size")
+            if k in params
+        }
+    )
+    return keys
+
+
+class RecBoleAdapter:
+    """``embsym_lib.adapters.Adapter`` for RecBole. A RecBole model is built from its dataset, so
+    ``build_model`` returns a ``RecBoleSetup`` (Config, dataset, split loaders and model); the other
+    methods take that setup or its model."""
+
+    library = "recbole"
+
+    def build_model(self, params: dict[str, Any], settings: dict[str, Any] | None = None) -> RecBoleSetup:
+        """RecBole's Config for ``params`` (``model``, ``dataset``, ``data_dir``, ``run_dir``, ``seed``,
+        ``device`` and the hyperparameters, ``recbole_keys``) over ``settings``, the family's RecBole keys
+        (protocol, preprocessing; None: RecBole's defaults), then the dataset, the split and our model.
+        RecBole's log goes to run_dir/recbole.log."""
+        from ..runtime import resolve_device
+
+        run_dir = Path(params["run_dir"])
+        attach_log_file(run_dir)
+        data_dir = str(project_path(params["data_dir"])) if params.get("data_dir") else ""
+        return build_recbole(
+            params["model"],
+            params["dataset"],
+            data_dir,
+            {**(settings or {}), **recbole_keys(params)},
+            run_dir,
+            params["seed"],
+            resolve_device(params.get("device") or "cpu"),
+        )
+
+    def similarity(self, model) -> Similarity:
+        return _net(model).similarity
+
+    def make_loss(self, model, params: dict[str, Any]) -> Callable:
+        """The model's ``calculate_loss`` (what RecBole's Trainer calls): ``grid_loss`` on the grid's scores."""
+        return _net(model).calculate_loss
+
+    def fit(
+        self,
+        model,
+        loss,
+        data: RecBoleSetup,
+        params: dict[str, Any],
+        log: Callable[[str], None] | None = None,
+        on_valid: Callable[[Any], dict[str, float]] | None = None,
+    ) -> dict[str, Any]:
+        """RecBole's Trainer.fit on ``data``'s train and valid loaders (early stopping on ``valid_metric``,
+        best checkpoint in run_dir/recbole_checkpoints), then the best checkpoint reloaded. ``on_valid(model)``
+        adds its values to each validation entry. Returns ``train_loss`` (per epoch), ``valid`` (one dict per
+        validation: epoch, valid_score, RecBole's valid metrics, on_valid's values) and the ``trainer``
+        (RecBole's evaluator evaluates the test split through it)."""
+        net = _net(model)
+        if loss is not None and loss != net.calculate_loss:
+            net.calculate_loss = loss
+        with working_directory(Path(params["run_dir"])):
+            trainer = RecordingTrainer(data.config, net, on_valid=on_valid)
+            trainer.fit(data.train_data, data.valid_data, saved=True, verbose=True, show_progress=False)
+            trainer.tensorboard.close()
+        load_best_checkpoint(trainer)
+        if log is not None:
+            log(f"trained {len(trainer.valid_history)} epochs; best checkpoint reloaded")
+        losses = trainer.train_loss_dict
+        return {
+            "train_epoch": [int(e) for e in losses],
+            "train_loss": [float(v) for v in losses.values()],
+            "valid": trainer.valid_history,
+            "trainer": trainer,
+        }
+
+    def embed(
+        self, model, split=None, params: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(every user, every item) exactly as they enter the score, rows indexed by RecBole's ids (row 0 is
+        its padding); a split selects users by id, not rows."""
+        return _net(model).scoring_embeddings()
+
+    def scored_with(self, model, variant: str):
+        return scored_with(_net(model), variant)
+
+
+ADAPTER = RecBoleAdapter()

@@ -282,7 +282,7 @@ def check_omniglot(root: str | os.PathLike) -> None:
         if not (base / part).is_dir():
             raise FileNotFoundError(
                 f"Omniglot not found: expected the folder {base / part} (torchvision's layout; nothing is "
-                f"downloaded at run time, set data_root to a directory holding omniglot-py/)"
+                f"downloaded at run time, set data_dir to a directory holding omniglot-py/)"
             )
 
 
@@ -435,7 +435,7 @@ def load_miniimagenet(root: str | os.PathLike) -> FewShotSplits:
 
 def load(
     dataset: str,
-    data_root: str = "",
+    data_dir: str = "",
     class_split: list[int] | tuple[int, ...] | None = None,
     samples_per_class: int = 20,
     data_seed: int = 0,
@@ -445,7 +445,7 @@ def load(
     if dataset == "glyphs":
         return load_glyphs(class_split or (60, 20, 40), samples_per_class, data_seed, jitter)
     if dataset == "omniglot":
-        return load_omniglot(data_root, class_split or OMNIGLOT_SPLIT, data_seed)
+        return load_omniglot(data_dir, class_split or OMNIGLOT_SPLIT, data_seed)
     if dataset == "miniimagenet":
-        return load_miniimagenet(data_root)
+        return load_miniimagenet(data_dir)
     raise ValueError(f"unknown few-shot dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")

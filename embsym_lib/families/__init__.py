@@ -1,7 +1,7 @@
-"""Task families, declared as data: one module per family, each defining ``SPEC = FamilySpec(...)``.
+"""Task families, declared as data: one package per family (``families/<name>/``: ``spec.py`` with its
+parameter schema and ``SPEC = FamilySpec(...)``, ``pipeline.py``, ``tables.py``), found automatically.
 
-Adding a family = adding ``embsym_lib/families/NAME.py`` (its spec), ``notebooks/NAME.ipynb`` and
-``params/<profile>/NAME.yaml``. Discovery is automatic.
+Adding a family: docs/architecture.md ("Adding things").
 """
 
 from __future__ import annotations
@@ -19,6 +19,32 @@ from ..symmetry import TaskSymmetry
 
 class UnknownFamilyError(ValueError):
     pass
+
+
+def metric_column(df, name: str):
+    """A metric of every run in a records frame: its column, or its value in the ``metrics`` dicts; NaN
+    where a run has none (the report's tables run on partial records)."""
+    import numpy as np
+    import pandas as pd
+
+    if name in df.columns:
+        return pd.to_numeric(df[name], errors="coerce")
+    if "metrics" in df.columns:
+        return (
+            df["metrics"].map(lambda m: m.get(name, np.nan) if isinstance(m, dict) else np.nan).astype(float)
+        )
+    return pd.Series(np.nan, index=df.index, dtype=float)
+
+
+def param_column(df, name: str, default: Any = None):
+    """A parameter of every run in a records frame: its column, or its value in the ``params`` dicts."""
+    import pandas as pd
+
+    if name in df.columns:
+        return df[name]
+    if "params" in df.columns:
+        return df["params"].map(lambda p: p.get(name, default) if isinstance(p, dict) else default)
+    return pd.Series(default, index=df.index, dtype=object)
 
 
 @dataclass
@@ -45,10 +71,9 @@ class FamilySpec:
       ``metric_scale`` multiplies them for display.
     - ``params``: the parameter schema (``schema.RunParams`` subclass): types, ranges, defaults and the
       family's cross-field checks, one place; the notebook's parameters cell is generated from it.
-    - ``validate(params)``: (families without a schema) checks of one grid point's parameters.
     - ``sections(records)``: the family's own report content, a list of ``report.Item`` (text, table
       or figure), pure: it displays nothing.
-    - ``report(records)``: (older families) report content displayed directly.
+
     - ``reference()``: optional paper numbers as a DataFrame with columns
       (setting, metric, variant, value[, std]) to sit beside ours.
     """
@@ -64,10 +89,8 @@ class FamilySpec:
     grid_axes: tuple[str, ...] = ()
     metric_scale: float = 1.0
     description: str = ""
-    params: type[RunParams] | None = None
-    validate: Callable[[dict[str, Any]], None] | None = None
+    params: type[RunParams] = RunParams
     sections: Callable[[Any], list] | None = None
-    report: Callable[[Any], None] | None = None
     reference: Callable[[], Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -97,7 +120,7 @@ def _load(module_name: str) -> FamilySpec:
     spec = getattr(importlib.import_module(f"{__name__}.{module_name}"), "SPEC", None)
     if not isinstance(spec, FamilySpec) or spec.name != module_name:
         raise TypeError(
-            f"embsym_lib/families/{module_name}.py must define SPEC = FamilySpec(name={module_name!r}, ...)"
+            f"embsym_lib/families/{module_name}/ must export SPEC = FamilySpec(name={module_name!r}, ...)"
         )
     return spec
 

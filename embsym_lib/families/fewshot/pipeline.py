@@ -1,0 +1,142 @@
+"""The few-shot family's steps, in the order its notebook runs them: data (checked against the episode
+shapes), the ProtoNet with the run's arm at its scoring step, episodic training, and the test episodes
+scored with the run's arm and every fixed arm (the cross-evaluation), with the norms of queries and
+prototypes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ... import stats
+from ...adapters.learn2learn import ADAPTER, evaluate_arms
+from ...data import fewshot as data
+from ...diagnostics import cross_evaluate, norm_stats
+from ...records import project_path
+from .tables import CROSS_ARMS
+
+TEST_EPISODE_SEED = 10_000  # + the run's seed: every arm of one seed is tested on the same episodes
+
+
+def load_data(params: dict[str, Any]) -> data.FewShotSplits:
+    """The dataset's splits, checked against the episode shapes before any training."""
+    local = params["dataset"] != "glyphs"
+    splits = data.load(
+        params["dataset"],
+        str(project_path(params["data_dir"])) if local else params["data_dir"],
+        params["class_split"],
+        params["samples_per_class"],
+        params["data_seed"],
+        params["jitter"],
+    )
+    check_episode_classes(splits, params)
+    return splits
+
+
+def check_episode_classes(splits: data.FewShotSplits, params: dict[str, Any]) -> None:
+    """Every split must hold as many classes as its episodes draw (local datasets are only counted once
+    loaded: miniImageNet's split is fixed by its pickles, Omniglot's by the folders present)."""
+    needed = {"train": params["train_ways"], "validation": params["ways"], "test": params["ways"]}
+    short = {
+        split: len(splits.class_names[split])
+        for split, ways in needed.items()
+        if len(splits.class_names[split]) < ways
+    }
+    if short:
+        have = ", ".join(f"{split} has {n}" for split, n in short.items())
+        raise ValueError(
+            f"{splits.name}: episodes need train_ways={needed['train']} and ways={needed['validation']} "
+            f"classes per split, but {have}"
+        )
+
+
+def build_model(params: dict[str, Any], splits: data.FewShotSplits, device: str = "cpu"):
+    """The ProtoNet (Conv-4 backbone, scorer of the run's arm) on ``device``."""
+    return ADAPTER.build_model(params, channels=splits.channels).to(device)
+
+
+def train(params: dict[str, Any], model, splits: data.FewShotSplits, log=print) -> dict[str, Any]:
+    """Episodic training of the run's arm, keeping the best validation checkpoint."""
+    return ADAPTER.fit(model, ADAPTER.make_loss(model, params), splits, params, log)
+
+
+def evaluate(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
+    """Test accuracy of the run's arm with its 95% CI, the cross-evaluation row on the same episodes,
+    the norms of test queries and prototypes, learn's γ; ``{metrics, units}`` (per-episode units).
+
+    Episodes are drawn with ``TEST_EPISODE_SEED + seed``, and every arm is scored on each episode in one
+    pass (the embeddings once), so paired comparisons across arms are matched episode by episode.
+    """
+    variant = params["variant"]
+    arms = CROSS_ARMS if variant in CROSS_ARMS else (*CROSS_ARMS, variant)
+    result = evaluate_arms(
+        model.backbone,
+        splits.test,
+        {arm: model.scorer_for(arm) for arm in arms},
+        params["ways"],
+        params["shots"],
+        params["queries"],
+        params["test_episodes"],
+        TEST_EPISODE_SEED + params["seed"],
+        model.prototype,
+        splits.rotate_classes,
+        model.device,
+        return_norms=True,
+    )
+    accuracy = result["accuracy"]
+    own = accuracy[variant]
+    low, high = stats.t_confidence_interval(own)
+    cross = cross_evaluate(lambda arm: accuracy[arm].mean(), CROSS_ARMS)
+    metrics = {
+        "accuracy": float(own.mean()),
+        "accuracy_ci95": float((high - low) / 2),
+        **{f"cross_{arm}": value for arm, value in cross.items()},
+    }
+    # norm_stats takes row norms, so each norm goes in as a 1-d embedding.
+    query_norms = norm_stats(result["query_norms"].unsqueeze(-1))
+    proto_norms = norm_stats(result["prototype_norms"].unsqueeze(-1))
+    metrics.update(
+        {
+            "query_norm_mean": query_norms["mean"],
+            "query_norm_cv": query_norms["cv"],
+            "prototype_norm_mean": proto_norms["mean"],
+            "prototype_norm_cv": proto_norms["cv"],
+        }
+    )
+    metrics.update(model.scorer.gammas())
+    episodes = [f"episode{i}" for i in range(len(own))]
+    units = {"accuracy": (episodes, own.tolist())}
+    units.update({f"cross_{arm}": (episodes, accuracy[arm].tolist()) for arm in CROSS_ARMS})
+    return {"metrics": metrics, "units": units}
+
+
+def record_of(history: dict[str, Any], results: dict[str, Any]) -> dict[str, Any]:
+    """The run's metrics (test and validation) and curves (loss, validation accuracy, learn's γ)."""
+    metrics = {
+        **results["metrics"],
+        "val_accuracy": history["best_val_accuracy"],
+        "best_episode": float(history["best_episode"]),
+        "train_seconds": history["train_seconds"],
+    }
+    curves = {
+        "train_loss": {"x": list(range(1, len(history["loss"]) + 1)), "y": history["loss"]},
+        "val_accuracy": {"x": history["val_episode"], "y": history["val_accuracy"]},
+    }
+    if history["gamma_curve"]:
+        steps = list(range(1, len(history["gamma_curve"]) + 1))
+        curves["gamma_q"] = {"x": steps, "y": [g["gamma_q"] for g in history["gamma_curve"]]}
+        curves["gamma_d"] = {"x": steps, "y": [g["gamma_d"] for g in history["gamma_curve"]]}
+    return {"metrics": metrics, "curves": curves}
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over ``window`` values (shorter at the start), for plotting noisy episode losses."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return []
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    idx = np.arange(1, x.size + 1)
+    lo = np.maximum(idx - window, 0)
+    return ((c[idx] - c[lo]) / (idx - lo)).tolist()

@@ -1,0 +1,341 @@
+"""The retrieval family's steps, in the order its notebook runs them: data, the encoder with the grid at
+sentence-transformers' scoring hook, the Fisher predictor (before training), training (here or in DDP
+processes), evaluation with the cross-evaluation row and the magnitude diagnostics, the record's
+metrics, curves and per-query units. RAG is ``rag.py``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...adapters.sentence_transformers import ADAPTER, GridEncoder, with_overrides
+from ...data import retrieval as rdata
+from ...records import project_path
+from ...similarity import FIXED_VARIANTS
+
+IR_METRICS = ("ndcg10", "mrr10", "recall100")
+TRAINED_STATE = "trained.pt"
+WORKER = "embsym_lib.families.retrieval.pipeline:train_worker"
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+def data_root(params: dict[str, Any]) -> Path:
+    """Where the data lives: the generated pydoc folder (offline) or ``data_dir`` (paper profile)."""
+    if params["data_source"] == "pydoc" and not params["data_dir"]:
+        return rdata.pydoc_dir()
+    return project_path(params["data_dir"])
+
+
+def subsample(data, n_queries: int = 0, corpus_size: int = 0):
+    """The first ``n_queries`` judged queries, their relevant documents, then other documents in corpus
+    order up to ``corpus_size`` (0 = keep all). Deterministic."""
+    from ...data.beir import RetrievalSet
+
+    qids = data.query_ids()[: n_queries or None]
+    qrels = {q: data.qrels[q] for q in qids}
+    if corpus_size:
+        keep = {d for q in qids for d in qrels[q] if d in data.corpus}
+        for d in data.corpus:
+            if len(keep) >= corpus_size:
+                break
+            keep.add(d)
+        corpus = {d: doc for d, doc in data.corpus.items() if d in keep}
+    else:
+        corpus = data.corpus
+    return RetrievalSet(
+        data.name,
+        corpus,
+        {q: data.queries[q] for q in qids},
+        qrels,
+        {q: data.excluded[q] for q in qids if q in data.excluded},
+    )
+
+
+def prepare_training_data(params: dict[str, Any]) -> dict[str, Any]:
+    """What training needs: the training pairs and the dev set (all a distributed worker loads)."""
+    p = with_overrides(params)
+    root, source = data_root(p), p["data_source"]
+    return {
+        "root": root,
+        "train": rdata.load_training_pairs(source, root, p["n_train_pairs"]),
+        "dev": subsample(rdata.load_dev_set(source, root), p["dev_queries"], p["dev_corpus"]),
+    }
+
+
+def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
+    """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets."""
+    p = with_overrides(params)
+    training = prepare_training_data(p)
+    root = training["root"]
+    tests = {
+        name: subsample(rdata.load_test_set(name, root), p["test_queries"], p["test_corpus"])
+        for name in p["test_sets"]
+    }
+    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if p["fisher_pairs"] else []
+    return {**training, "heldout": heldout, "tests": tests}
+
+
+# ----------------------------------------------------------------------------------------------
+# the encoder, the Fisher predictor, training
+
+
+def build(params: dict[str, Any]) -> tuple[GridEncoder, Any]:
+    """The run's encoder (the grid plugged into ``similarity_fct``) and its MultipleNegativesRankingLoss."""
+    p = with_overrides(params)
+    encoder = ADAPTER.build_model(p, objective="ranking")
+    return encoder, ADAPTER.make_loss(encoder, p)
+
+
+def fisher_prediction(encoder: GridEncoder, heldout_pairs, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher condition-number predictor (``diagnostics.predict_side``) on held-out pairs embedded by
+    the encoder *before* training: no compared run has trained on them, or from this state. Computed in
+    the runs whose variant is in ``fisher_variants`` (it depends on the encoder and seed only)."""
+    from ...diagnostics import predict_side
+
+    if not (params["fisher_pairs"] and params["variant"] in params["fisher_variants"]):
+        return {}
+    n = len(heldout_pairs) - len(heldout_pairs) % params["fisher_batch"]
+    if n < params["fisher_batch"]:
+        return {}
+    q, d = ADAPTER.embed(encoder, heldout_pairs[:n], params)
+    out = predict_side(q.cpu(), d.cpu(), scale=params["scale"], batch_size=params["fisher_batch"])
+    out["n_pairs"] = n
+    return out
+
+
+def train(
+    encoder: GridEncoder, loss, data: dict[str, Any], params: dict[str, Any], log=print
+) -> dict[str, Any]:
+    """Fine-tune with sentence-transformers' trainer; the best dev-nDCG@10 checkpoint (scored with the run's
+    own variant) is restored into the encoder (and learn's γ). With ``train_processes`` > 1 the training
+    runs in that many DDP processes (torchrun; gloo on the CPU without CUDA), ``batch_size`` per process,
+    and the trained state is loaded back. Returns the history and, under ``similarity``, the run's score."""
+    p = with_overrides(params)
+    if p["train_processes"] > 1:
+        trained = train_distributed(encoder, p)
+    else:
+        trained = ADAPTER.fit(encoder, loss, data, p, log)
+    return {**trained, "similarity": ADAPTER.similarity(encoder)}
+
+
+def train_distributed(encoder: GridEncoder, params: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from ...distributed import launch
+
+    workdir = Path(params["run_dir"]) / "ddp"
+    device = encoder.model.device
+    encoder.model.to("cpu")  # rank 0 trains on this GPU: keep it free of the notebook's copy meanwhile
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    launch(WORKER, {"params": params}, params["train_processes"], workdir)
+    state = torch.load(workdir / TRAINED_STATE, map_location="cpu", weights_only=False)
+    encoder.model.load_state_dict(state.pop("model"))
+    encoder.model.to(device)
+    score_state = state.pop("similarity")
+    if score_state is not None:
+        encoder.score.load_state_dict(score_state)
+    return state
+
+
+def train_worker(spec: dict[str, Any]) -> None:
+    """One DDP process of ``train_distributed`` (run by torchrun through ``embsym_lib.distributed``).
+    Every process rebuilds the same data and initial encoder from the parameters; rank 0 saves the
+    restored best state. Each rank also writes a fingerprint of its final parameters, which must agree."""
+    import torch
+
+    from ...distributed import is_main_process, local_device, rank
+    from ...runtime import seed_everything
+
+    params = spec["params"]
+    seed_everything(params["seed"])
+    encoder, loss = build({**params, "device": local_device()})
+    trained = ADAPTER.fit(encoder, loss, prepare_training_data(params), params, print)
+    workdir = Path(params["run_dir"]) / "ddp"
+    score = encoder.score
+    score_state = score.state_dict() if isinstance(score, torch.nn.Module) else None
+    tensors = [t for t in encoder.model.state_dict().values() if t.is_floating_point()]
+    tensors += list((score_state or {}).values())
+    fingerprint = {
+        "rank": rank(),
+        "sum": float(sum(t.double().sum().item() for t in tensors)),
+        "sq": float(sum(t.double().square().sum().item() for t in tensors)),
+        "gather_across_devices": trained["gather_across_devices"],
+        "total_steps": trained["total_steps"],
+    }
+    (workdir / f"rank{rank()}.json").write_text(json.dumps(fingerprint))
+    if is_main_process():
+        cpu = {k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}
+        torch.save({**trained, "model": cpu, "similarity": score_state}, workdir / TRAINED_STATE)
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation
+
+
+def evaluate(encoder: GridEncoder, tests: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Per test set: metrics with the run's own scoring, the cross-evaluation row (the same embeddings
+    scored with each fixed variant), Cohen's d of document norms (relevant vs irrelevant) and norm stats.
+    Each set is encoded once."""
+    from ...diagnostics import (
+        coefficient_of_variation,
+        cohens_d,
+        cross_evaluate,
+        norm_stats,
+        relevance_magnitude_d,
+    )
+    from ...ir_metrics import search_and_evaluate
+
+    sim = ADAPTER.similarity(encoder)
+    results: dict[str, Any] = {}
+    for name, data in tests.items():
+        qids, dids = data.query_ids(), data.doc_ids()
+        q, d = ADAPTER.embed(encoder, data, params)
+        doc_index = {di: j for j, di in enumerate(dids)}
+        exclude = {
+            i: [doc_index[x] for x in data.excluded.get(qi, ()) if x in doc_index]
+            for i, qi in enumerate(qids)
+        }
+        exclude = exclude if any(exclude.values()) else None
+        own, _, top_idx = search_and_evaluate(
+            q, d, qids, dids, data.qrels, sim, k=max(100, params["pool_k"]), exclude=exclude, per_query=True
+        )
+        per_query = own.pop("per_query")
+
+        def scored_with(variant: str, q=q, d=d, qids=qids, dids=dids, data=data, own=own, exclude=exclude):
+            if variant == sim.variant:
+                return own["ndcg10"]
+            return search_and_evaluate(q, d, qids, dids, data.qrels, variant, exclude=exclude)[0]["ndcg10"]
+
+        cross = cross_evaluate(scored_with)
+        doc_norms = d.norm(dim=-1).cpu().numpy()
+        relevant = {
+            i: [doc_index[x] for x, r in data.qrels[qi].items() if r > 0 and x in doc_index]
+            for i, qi in enumerate(qids)
+        }
+        if params["irrelevant_pool"] == "corpus":
+            d_eff = relevance_magnitude_d(doc_norms, relevant, pool="corpus")
+        else:
+            # The top-k pool from the exact search's own ranking (the hard negatives the ranking competes with).
+            top = top_idx[:, : params["pool_k"]].cpu().numpy()
+            rel_norms = [doc_norms[j] for js in relevant.values() for j in js]
+            irr_norms = [doc_norms[j] for i, js in relevant.items() for j in top[i] if j not in set(js)]
+            d_eff = cohens_d(rel_norms, irr_norms)
+        results[name] = {
+            **own,
+            "cross_ndcg10": cross,
+            "cohen_d": d_eff,
+            "query_norm": norm_stats(q),
+            "doc_norm": norm_stats(d),
+            "query_norm_cv": coefficient_of_variation(q.norm(dim=-1).cpu().numpy()),
+            "group": rdata.DATASETS[name].group,
+            "in_domain": rdata.DATASETS[name].in_domain,
+            "sizes": data.sizes(),
+            "top_idx": top_idx[:, :20].cpu(),
+            "per_query": per_query,
+        }
+    return results
+
+
+def group_means(results: dict[str, Any], key) -> dict[str, float]:
+    """Mean of ``key(result)`` per benchmark group, then ``id`` / ``ood`` (means over groups) and ``mean``
+    (every group weighs the same, as the paper's category rows do)."""
+    groups: dict[str, list[float]] = {}
+    in_domain: dict[str, bool] = {}
+    for r in results.values():
+        groups.setdefault(r["group"], []).append(key(r))
+        in_domain[r["group"]] = r["in_domain"]
+    out = {g: float(np.mean(v)) for g, v in groups.items()}
+    for label, flag in (("id", True), ("ood", False)):
+        vals = [v for g, v in groups.items() if in_domain[g] == flag]
+        if vals:
+            out[label] = float(np.mean([out[g] for g in groups if in_domain[g] == flag]))
+    out["mean"] = float(np.mean([out[g] for g in groups]))
+    return out
+
+
+def flat_metrics(
+    results: dict[str, Any], trained: dict[str, Any], fisher: dict[str, Any], rag_scores: dict[str, float]
+) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, r in results.items():
+        for m in IR_METRICS:
+            metrics[f"{m}_{name}"] = r[m]
+        metrics[f"cohen_d_{name}"] = r["cohen_d"]
+        metrics[f"query_norm_cv_{name}"] = r["query_norm_cv"]
+    for m in IR_METRICS:
+        for g, v in group_means(results, lambda r, m=m: r[m]).items():
+            metrics[f"{m}_{g}"] = v
+    for scored_with in FIXED_VARIANTS:
+        metrics[f"xeval_ndcg10_{scored_with}"] = group_means(
+            results, lambda r, s=scored_with: r["cross_ndcg10"][s]
+        )["mean"]
+    metrics["cohen_d_mean"] = float(np.nanmean([r["cohen_d"] for r in results.values()]))
+    metrics["query_norm_cv_mean"] = float(np.nanmean([r["query_norm_cv"] for r in results.values()]))
+    metrics["dev_ndcg10_best"] = trained["best_dev_ndcg10"]
+    if hasattr(trained["similarity"], "gammas"):
+        metrics.update(trained["similarity"].gammas())  # of the restored best checkpoint
+    if fisher:
+        metrics["fisher_log10_kappa_qnorm"] = math.log10(fisher["kappa_qnorm"])
+        metrics["fisher_log10_kappa_dnorm"] = math.log10(fisher["kappa_dnorm"])
+    metrics.update(rag_scores)
+    return metrics
+
+
+def training_curves(history: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    steps = [h["step"] for h in history]
+    curves = {
+        "dev_ndcg10_own": [h["ndcg10"] for h in history],
+        "dev_ndcg10_cosine": [h["ndcg10_cosine"] for h in history],
+        "dev_query_norm_mean": [h["query_norm"]["mean"] for h in history],
+        "dev_query_norm_cv": [h["query_norm"]["cv"] for h in history],
+        "dev_doc_norm_mean": [h["doc_norm"]["mean"] for h in history],
+        "dev_doc_norm_cv": [h["doc_norm"]["cv"] for h in history],
+    }
+    for key in ("gamma_q", "gamma_d"):
+        if key in history[-1]:
+            curves[key] = [h.get(key) for h in history]
+    return {name: {"x": steps, "y": ys} for name, ys in curves.items()}
+
+
+def json_results(results: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: {k: v for k, v in r.items() if k not in ("top_idx", "per_query")} for name, r in results.items()
+    }
+
+
+def units(results: dict[str, Any]) -> dict[str, tuple[list[str], list[float]]]:
+    """Per-query results of every test set, for the record's sidecar: ``<metric>/<test set>``."""
+    out = {}
+    for name, r in results.items():
+        qids = list(r["per_query"])
+        for m in IR_METRICS:
+            out[f"{m}/{name}"] = (qids, [r["per_query"][q][m] for q in qids])
+    return out
+
+
+def record_extra(encoder: GridEncoder, data, results, trained, fisher, rag_out, params) -> dict[str, Any]:
+    """The record's ``extra``: per-set results, the Fisher prediction, RAG examples, training facts."""
+    info = encoder.info
+    return {
+        "datasets": json_results(results),
+        "fisher": fisher,
+        "rag_examples": rag_out["examples"],
+        "best_step": trained["best_step"],
+        "total_steps": trained["total_steps"],
+        "encoder": {
+            "name": info.name,
+            "checkpoint": info.checkpoint,
+            "pooling": info.pooling if params["pooling"] == "auto" else params["pooling"],
+        },
+        "data_root": str(data["root"]),
+        "train_pairs": len(data["train"]),
+        "training": {k: trained[k] for k in ("world_size", "global_batch_size", "gather_across_devices")},
+    }
