@@ -32,6 +32,22 @@ def project_path(path: str | Path) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
+OUTPUTS_ENV = "EMBSYM_OUTPUTS"  # set by the runner for its kernels: the sweep's outputs folder
+DATA_ENV = "EMBSYM_DATA"  # a user's data root for every family (downloads, generated sets)
+
+
+def outputs_dir() -> Path:
+    """The outputs folder of the sweep this process belongs to (the runner's ``--outputs``)."""
+    return Path(os.environ[OUTPUTS_ENV]) if os.environ.get(OUTPUTS_ENV) else PROJECT_ROOT / "outputs"
+
+
+def generated_data_dir(family: str) -> Path:
+    """Where a family's generated or downloaded data live: ``$EMBSYM_DATA/<family>``, else the sweep's
+    outputs folder's ``data/<family>`` (so ``--outputs`` elsewhere keeps the project tree clean)."""
+    root = Path(os.environ[DATA_ENV]).expanduser() if os.environ.get(DATA_ENV) else outputs_dir() / "data"
+    return root / family
+
+
 TRACKED_PACKAGES = (
     "embsym",
     "torch",

@@ -74,6 +74,7 @@ def run_point(
     if existing is not None and existing.get("status") == "complete":
         return RunResult(point, "skipped", run_dir, existing)
     run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[records.OUTPUTS_ENV] = str(Path(outputs_dir).resolve())  # the kernel's generated data go there
     cpus = int(point.resources.get("cpus", 0)) or None
     kernel_environment(point.profile, min(cpus, max_threads) if cpus and max_threads else cpus)
     params = {**point.params, "run_dir": str(run_dir)}
