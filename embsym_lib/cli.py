@@ -75,19 +75,28 @@ def _cmd_run(args) -> int:
     overrides = dict(parse_override(o) for o in args.overrides)
     if args.jobs < 1:
         raise ParamError(f"--jobs must be >= 1, got {args.jobs}")
-    # Validate every grid point of every family before any compute.
-    points = []
+    if args.family == "all" and overrides:
+        raise ParamError("--set applies to one family; run families one at a time to override parameters")
+    # Validate every grid point of every family before any compute (a dry run: all but the data on disk).
+    points, missing = [], []
     for fam in families:
-        fam_overrides = overrides
-        if args.family == "all" and overrides:
-            raise ParamError("--set applies to one family; run families one at a time to override parameters")
-        points += expand(fam, args.profile, args.variants, args.seeds, fam_overrides, args.params_dir)
+        expand_args = (fam, args.profile, args.variants, args.seeds, overrides, args.params_dir)
+        if not args.dry_run:
+            points += expand(*expand_args)
+            continue
+        points += expand(*expand_args, check_data=False)
+        try:
+            expand(*expand_args)
+        except ParamError as e:
+            missing.append(str(e))
     print(
         f"embsym: {len(points)} grid point(s) in {', '.join(families)} (profile {args.profile}) -> {args.outputs}"
     )
     if args.dry_run:
         for p in points:
             print(f"  {p.label}  [{p.run_id}]")
+        for problem in missing:
+            print(f"embsym: missing data (a real run would stop here): {problem}")
         return 0
     if args.address and args.backend != "ray":
         raise ParamError("--address needs --backend ray")

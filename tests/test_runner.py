@@ -152,3 +152,33 @@ def test_ctrl_c_stops_parallel_runs_promptly(dummy_family, tmp_path, request):
     recs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("dummy/*/record.json")]
     assert sorted(r["status"] for r in recs) == ["interrupted", "interrupted"]
     assert all(r["error"] == "interrupted by the user" for r in recs)
+
+
+@pytest.mark.parametrize("family", ["synthetic", "retrieval", "sts", "clip", "kg", "fewshot", "recsys"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "lr=.nan"], "parameter 'lr': input should be a finite number"),
+        (["--set", "lr=.inf"], "parameter 'lr': input should be a finite number"),
+        (["--set", "lr=-1e-3"], "parameter 'lr': input should be greater than 0"),
+        (["--set", "device=tpu"], "parameter 'device'"),
+        (["--set", "threads=0"], "parameter 'threads'"),
+        (["--set", "epochs=[8"], "--set epochs: cannot read the value"),
+        (["--set", "no_such_parameter=3"], "unknown parameter 'no_such_parameter'"),
+        (["--seeds", str(2**32)], "seeds must be integers from 0 to 4294967295"),
+    ],
+    ids=["nan", "inf", "negative", "device", "threads", "malformed", "unknown", "seed"],
+)
+def test_every_family_refuses_bad_values_before_any_compute(family, args, message, capsys, tmp_path):
+    """The issue's list of bad inputs, through the CLI, in every family: exit 2 and one clear error."""
+    assert cli.main(["run", family, "--dry-run", "--outputs", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir()), "nothing ran"
+
+
+def test_a_dry_run_lists_the_points_and_the_missing_data(capsys, tmp_path):
+    assert cli.main(["run", "clip", "--profile", "paper", "--dry-run", "--outputs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "grid point(s) in clip (profile paper)" in out
+    assert "missing data (a real run would stop here)" in out and "data_dir" in out
