@@ -38,7 +38,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,8 @@ class Claim:
     paper: dict[str, Any] = field(default_factory=dict)
     named: tuple[str, ...] = ()  # rule: the variant(s) pre-named to beat cosine on an asymmetric task
     scores: dict[str, str] = field(default_factory=dict)  # predictor: side -> score metric (lower wins)
+    choice: str = ""  # predictor: a metric whose sign is the prediction (+1 first side, -1 second, 0 none)
+    families: tuple[str, ...] = ()  # a pooled claim (claims file "pooled.yaml"): the families it pools
     x: str = ""  # correlation: metric pattern with {unit}
     y: str = ""  # correlation: metric pattern whose relative gain (variant over baseline) is correlated
     variant: str = ""
@@ -188,7 +190,7 @@ def parse_claim(raw: dict[str, Any], family: str) -> Claim:
         if not isinstance(u, dict) or set(u) != {"where", "reason"}:
             raise ClaimSpecError(f"claim {cid}: every 'unless' entry has exactly 'where' and 'reason'")
         unless.append((dict(u["where"]), str(u["reason"])))
-    fields = {k: v for k, v in raw.items() if k not in ("contrasts", "unless", "named", "margin")}
+    fields = {k: v for k, v in raw.items() if k not in ("contrasts", "unless", "named", "margin", "families")}
     claim = Claim(
         **fields,
         family=family,
@@ -196,6 +198,7 @@ def parse_claim(raw: dict[str, Any], family: str) -> Claim:
         contrasts=tuple(contrasts),
         unless=tuple(unless),
         named=tuple(raw.get("named") or ()),
+        families=tuple(raw.get("families") or ()),
     )
     _check_claim(claim)
     return claim
@@ -222,8 +225,10 @@ def _check_claim(c: Claim) -> None:
         if bad:
             raise ClaimSpecError(f"claim {c.id}: named {bad} are not magnitude-preserving variants")
     elif c.kind == "predictor":
-        if len(c.scores) != 2 or not c.metric:
-            raise ClaimSpecError(f"claim {c.id}: a predictor claim has two 'scores' and an outcome 'metric'")
+        if len(c.scores) != 2:
+            raise ClaimSpecError(f"claim {c.id}: a predictor claim names its two sides in 'scores'")
+    if c.family == POOLED and (c.kind != "predictor" or not c.families):
+        raise ClaimSpecError(f"claim {c.id}: a pooled claim is a predictor claim that lists its 'families'")
     elif c.kind == "correlation":
         if not (c.x and c.y and c.variant and c.units_param):
             raise ClaimSpecError(f"claim {c.id}: a correlation claim needs x, y, variant and units_param")
@@ -231,6 +236,9 @@ def _check_claim(c: Claim) -> None:
             raise ClaimSpecError(f"claim {c.id}: x and y are metric patterns containing '{{unit}}'")
     if c.level == "unit" and c.kind != "contrast":
         raise ClaimSpecError(f"claim {c.id}: only contrast claims are tested at the unit level")
+
+
+POOLED = "pooled"  # the claims file of claims that pool several families
 
 
 def _check_against_spec(c: Claim, spec: FamilySpec) -> None:
@@ -259,17 +267,19 @@ def load_claims(families: Iterable[str] | None = None, directory: Path = CLAIMS_
         except yaml.YAMLError as e:
             raise ClaimSpecError(f"{path.name}: not valid YAML: {e}") from None
         family = doc.get("family", path.stem)
-        if family not in known:
+        if family not in known and family != POOLED:
             raise ClaimSpecError(f"{path.name}: unknown family {family!r}")
-        if wanted is not None and family not in wanted:
-            continue
         for raw in doc.get("claims") or ():
             claim = parse_claim(raw, family)
             if claim.id in seen:
                 raise ClaimSpecError(f"{path.name}: duplicate claim id {claim.id!r}")
             seen.add(claim.id)
-            _check_against_spec(claim, known[family])
-            out.append(claim)
+            for name in claim.families or (family,):
+                if name not in known:
+                    raise ClaimSpecError(f"claim {claim.id}: unknown family {name!r}")
+                _check_against_spec(claim, known[name])
+            if wanted is None or family in wanted or set(claim.families) & wanted:
+                out.append(claim)
     return out
 
 
@@ -284,15 +294,23 @@ def _matches(params: dict[str, Any], where: dict[str, Any]) -> bool:
     return True
 
 
+def _at_reference(params: dict[str, Any], conditions: dict[str, Any]) -> bool:
+    """A run at the reference value of each condition (a record without the parameter predates it and
+    ran at the reference)."""
+    return all(params.get(axis, value) == value for axis, value in conditions.items())
+
+
 def _instances(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """The claim's settings: ``where`` fixes some grid axes; every other grid axis that no side sets
+    """The claim's settings: ``where`` fixes some grid axes; a condition axis the claim does not name
+    stays at its reference value (``FamilySpec.conditions``); every other grid axis that no side sets
     splits the records, one instance per value (e.g. one KG claim per dataset)."""
     if df.empty:
         return []
-    df = df[[_matches(p, claim.where) for p in df["params"]]]
     side_axes = {k for con in claim.contrasts for s in (con.a, con.b) for k in s.where}
+    unnamed = {a: v for a, v in spec.conditions.items() if a not in claim.where and a not in side_axes}
+    df = df[[_matches(p, claim.where) and _at_reference(p, unnamed) for p in df["params"]]]
     fixed = {a for a, v in claim.where.items() if not isinstance(v, list)}
-    free = [a for a in spec.grid_axes if a not in fixed and a not in side_axes]
+    free = [a for a in spec.grid_axes if a not in fixed and a not in side_axes and a not in unnamed]
     keys = [_axes_key(p, free) for p in df["params"]]
     out = []
     for key in sorted(set(keys)):
@@ -714,43 +732,82 @@ def _mean_metric(runs: pd.DataFrame, name: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _predictions(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[list[bool], int, list[str]]:
+    """(hit per decided seed, abstentions, runs) of a predictor in one setting.
+
+    The prediction at a seed: the sign of the ``choice`` metric (+1 the first of ``scores``' sides, -1
+    the second, 0 no preference), or else the side with the lower ``scores`` metric. It comes from data
+    no compared run trained on, so every run of the seed records the same one. The truth: the side whose
+    runs score higher on the claim's metric (default: the task's primary metric)."""
+    (s1, k1), (s2, k2) = claim.scores.items()
+    hits, abstained, runs = [], 0, []
+    for _, part in df.groupby("seed"):
+        metric = claim.metric or spec.primary_metric_of(part["params"].iloc[0])
+        out1 = _mean_metric(part[part["variant"] == s1], metric)
+        out2 = _mean_metric(part[part["variant"] == s2], metric)
+        if claim.choice:
+            choice = _mean_metric(part, claim.choice)
+            predicted = None if not math.isfinite(choice) else s1 if choice > 0 else s2 if choice < 0 else ""
+        else:
+            score1, score2 = _mean_metric(part, k1), _mean_metric(part, k2)
+            finite = math.isfinite(score1) and math.isfinite(score2) and score1 != score2
+            predicted = (s1 if score1 < score2 else s2) if finite else None
+        if predicted is None or not (math.isfinite(out1) and math.isfinite(out2)) or out1 == out2:
+            continue
+        runs += [f"{r['family']}/{r['run_id']}" for _, r in part[part["variant"].isin([s1, s2])].iterrows()]
+        if predicted == "":
+            abstained += 1
+            continue
+        hits.append(predicted == (s1 if out1 > out2 else s2))
+    return hits, abstained, runs
+
+
 def _evaluate_predictor(claim: Claim, spec: FamilySpec, setting: dict[str, Any], df: pd.DataFrame) -> Row:
-    """Hit rate of a predictor (the side with the lower score) against the side that won at each seed,
-    binomial test against chance (0.5)."""
+    """Hit rate of a predictor against the side that won at each seed, binomial test against chance
+    (0.5) over its decided predictions; abstentions are counted and reported, not scored."""
+    hits, abstained, runs = _predictions(claim, spec, df)
+    return _hit_rate_row(claim, setting, hits, abstained, runs)
+
+
+def _hit_rate_row(
+    claim: Claim, setting: dict[str, Any], hits: list[bool], abstained: int, runs: list[str]
+) -> Row:
     from scipy import stats as st
 
     row = Row(claim, setting, UNTESTABLE)
-    (s1, k1), (s2, k2) = claim.scores.items()
-    hits = n = 0
-    for _, part in df.groupby("seed"):
-        both = part[part["variant"].isin([s1, s2])]
-        # the scores come from data no compared run trained on: every run of a seed records the same ones
-        score1, score2 = _mean_metric(part, k1), _mean_metric(part, k2)
-        out1 = _mean_metric(part[part["variant"] == s1], claim.metric)
-        out2 = _mean_metric(part[part["variant"] == s2], claim.metric)
-        if (
-            not all(math.isfinite(v) for v in (score1, score2, out1, out2))
-            or score1 == score2
-            or out1 == out2
-        ):
-            continue
-        hits += (s1 if score1 < score2 else s2) == (s1 if out1 > out2 else s2)
-        n += 1
-        row.runs += [f"{r['family']}/{r['run_id']}" for _, r in both.iterrows()]
-    row.n_seeds = n
-    if n == 0:
-        row.reason = f"no seed with {s1} and {s2} runs that carry the predictor's scores"
+    row.runs, row.n_seeds = sorted(set(runs)), len(hits) + abstained
+    (s1, _), (s2, _) = claim.scores.items()
+    if not hits:
+        row.reason = (
+            f"the predictor abstained on all {abstained} seed(s)"
+            if abstained
+            else f"no seed with {s1} and {s2} runs that carry the predictor's output"
+        )
         return row
-    res = st.binomtest(hits, n, 0.5)
+    n, k = len(hits), sum(hits)
+    res = st.binomtest(k, n, 0.5)
     ci = res.proportion_ci(0.95)
-    row.effect, row.ci_low, row.ci_high, row.p = hits / n, float(ci.low), float(ci.high), float(res.pvalue)
-    row.test = f"binomial test of the hit rate against chance (0.5) over {n} seeds"
-    row.ours = f"{hits}/{n} correct"
+    row.effect, row.ci_low, row.ci_high, row.p = k / n, float(ci.low), float(ci.high), float(res.pvalue)
+    row.test = f"binomial test of the hit rate against chance (0.5) over {n} decided predictions"
+    row.ours = f"{k}/{n} correct" + (f", {abstained} abstained" if abstained else "")
     row.mde = _binomial_mde(n)
     if math.isnan(row.mde):
-        row.reason = f"with {n} seeds not even a perfect predictor reaches p < {ALPHA}"
-    row.verdict = (SUPPORTED if hits / n > 0.5 else CONTRADICTED) if row.p < ALPHA else INCONCLUSIVE
+        row.reason = f"with {n} decided predictions not even a perfect predictor reaches p < {ALPHA}"
+    row.verdict = (SUPPORTED if k / n > 0.5 else CONTRADICTED) if row.p < ALPHA else INCONCLUSIVE
     return row
+
+
+def _evaluate_pooled_predictor(claim: Claim, records: pd.DataFrame) -> Row:
+    """A predictor's hit rate pooled over every setting and seed of the listed families."""
+    families = registry()
+    hits, abstained, runs = [], 0, []
+    for family in claim.families:
+        spec = families[family]
+        fam = records[records["family"] == family] if len(records) else records
+        for _, df in _instances(replace(claim, family=family), spec, fam):
+            h, a, r = _predictions(claim, spec, df)
+            hits, abstained, runs = hits + h, abstained + a, runs + r
+    return _hit_rate_row(claim, {"families": ", ".join(claim.families)}, hits, abstained, runs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -831,6 +888,9 @@ def evaluate(records: pd.DataFrame, claims: list[Claim] | None = None) -> pd.Dat
     families = registry()
     rows: list[Row] = []
     for claim in claims:
+        if claim.family == POOLED:
+            rows.append(_evaluate_pooled_predictor(claim, records))
+            continue
         spec = families[claim.family]
         fam = records[records["family"] == claim.family] if len(records) else records
         instances = _instances(claim, spec, fam)

@@ -158,25 +158,26 @@ def render_report(outputs_dir: Path, profile: str = "offline", params_dir: Path 
     import papermill as pm
     from nbconvert import HTMLExporter
 
-    from .runner import KERNEL_ARGUMENTS, kernel_environment
+    from .runner import KERNEL_ARGUMENTS, environment_restored, kernel_environment
 
     outputs_dir = Path(outputs_dir)
     outputs_dir.mkdir(parents=True, exist_ok=True)
-    kernel_environment(profile)
     executed = outputs_dir / "results.ipynb"
-    pm.execute_notebook(
-        str(NOTEBOOKS_DIR / "results.ipynb"),
-        str(executed),
-        parameters={
-            "profile": profile,
-            "outputs_dir": str(outputs_dir.resolve()),
-            "params_dir": str(Path(params_dir).resolve()) if params_dir else "",
-        },
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(NOTEBOOKS_DIR),
-        extra_arguments=KERNEL_ARGUMENTS,
-    )
+    with environment_restored():
+        kernel_environment(profile)
+        pm.execute_notebook(
+            str(NOTEBOOKS_DIR / "results.ipynb"),
+            str(executed),
+            parameters={
+                "profile": profile,
+                "outputs_dir": str(outputs_dir.resolve()),
+                "params_dir": str(Path(params_dir).resolve()) if params_dir else "",
+            },
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(NOTEBOOKS_DIR),
+            extra_arguments=KERNEL_ARGUMENTS,
+        )
     exporter = HTMLExporter(
         template_name="embsym",
         extra_template_basedirs=[str(TEMPLATES)],

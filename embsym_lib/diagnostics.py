@@ -105,94 +105,159 @@ def on_embeddings(
     return lambda variant: float(metric(pairwise(q, d, variant)))
 
 
-def per_example_info_nce_grads(
+def pair_gradients(
     q: torch.Tensor, d: torch.Tensor, similarity: str | Similarity, scale: float = 20.0
 ) -> torch.Tensor:
-    """Per-example gradients g_i = dL_i / d[q_i ; d_i] of in-batch InfoNCE, shape [B, 2D].
+    """Gradients of one batch's in-batch InfoNCE loss L = sum_j L_j with respect to each pair's embedding
+    coordinates theta_i = [q_i ; d_i], shape [B, 2D].
 
-    L_i = -log softmax_j(scale * s(q_i, d_j))_i. L_j (j != i) does not depend on q_i, so the rows of
-    d(sum L)/dq are exactly dL_i/dq_i. d_i enters every L_j as a negative; its own-example term is
-    dL_i/dd_i = scale * (p_ii - 1) * ds(q_i, d_i)/dd_i, the gradient of a weighted paired score.
+    Both sides get their complete gradient: dL/dq_i = dL_i/dq_i (q_i enters only its own softmax) and
+    dL/dd_i = sum_j dL_j/dd_i (d_i is the positive of L_i and a negative in every other L_j). Giving the
+    query side its whole softmax but the document side only its own positive term (an earlier
+    definition) made the estimator see the two sides differently by construction.
     """
     sim = as_similarity(similarity)
-    q = q.detach().clone().requires_grad_(True)
-    d = d.detach().clone().requires_grad_(True)
-    logits = scale * sim.pairwise(q, d)
-    labels = torch.arange(q.shape[0])
-    loss = F.cross_entropy(logits, labels, reduction="sum")
-    (grad_q,) = torch.autograd.grad(loss, q)
-    weight = scale * (torch.softmax(logits.detach(), dim=-1).diagonal() - 1.0)
-    (grad_d,) = torch.autograd.grad((weight * sim.paired(q.detach(), d)).sum(), d)
+    with torch.enable_grad():  # callers may sit inside no_grad (an evaluation step)
+        q = q.detach().clone().requires_grad_(True)
+        d = d.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(scale * sim.pairwise(q, d), torch.arange(q.shape[0]), reduction="sum")
+        grad_q, grad_d = torch.autograd.grad(loss, (q, d))
     return torch.cat([grad_q, grad_d], dim=-1)
 
 
+def fisher_gradients(
+    q: torch.Tensor, d: torch.Tensor, similarity: str | Similarity, scale: float = 20.0, batch_size: int = 64
+) -> torch.Tensor:
+    """``pair_gradients`` of consecutive batches of ``batch_size`` pairs (float64), stacked [n, 2D]."""
+    q, d = q.detach().double(), d.detach().double()
+    if not isinstance(similarity, str):
+        similarity = similarity.double()
+    if q.shape[0] < batch_size:
+        raise ValueError(f"need at least batch_size={batch_size} pairs, got {q.shape[0]}")
+    return torch.cat(
+        [
+            pair_gradients(q[i : i + batch_size], d[i : i + batch_size], similarity, scale)
+            for i in range(0, q.shape[0] - batch_size + 1, batch_size)
+        ]
+    )
+
+
+def shrunk_condition_number(g: np.ndarray) -> tuple[float, float]:
+    """(kappa, shrinkage) of the Ledoit-Wolf estimate of the second moment F = E[g g^T] of the rows of
+    ``g``: F_hat = (1 - a) G^T G / n + a (tr / p) I. Well defined with fewer rows than dimensions (the
+    paper profile's 1,024 pairs in 2 x 768 dimensions), where the plain estimate is singular. Its
+    eigenvalues come from the smaller of G^T G and G G^T."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    n, p = g.shape
+    a = float(ledoit_wolf_shrinkage(g, assume_centered=True))
+    lam = np.linalg.eigvalsh(g @ g.T / n if n < p else g.T @ g / n)
+    mu = float(lam.sum()) / p
+    top = (1 - a) * lam.max() + a * mu
+    low = a * mu if n < p else (1 - a) * lam.min() + a * mu  # n < p: p - n eigenvalues are exactly 0
+    return float(top / low), a
+
+
 def fisher_condition_number(
-    q: torch.Tensor,
-    d: torch.Tensor,
-    similarity: str | Similarity,
-    scale: float = 20.0,
-    batch_size: int = 64,
-    rtol: float = 1e-9,
+    q: torch.Tensor, d: torch.Tensor, similarity: str | Similarity, scale: float = 20.0, batch_size: int = 64
 ) -> dict[str, float]:
     """Condition number of the empirical Fisher information of InfoNCE in embedding space.
 
     Definition (the paper leaves it open; this is embsym's):
 
     - *Data*: aligned held-out pairs (q_i, d_i), embedded by an encoder that was **not** trained on
-      them (e.g. the pretrained checkpoint, before any of the compared runs), so the predictor is not
+      them (e.g. the pretrained checkpoint, before any of the compared runs): the predictor is not
       circular.
-    - *Parameters*: the embedding coordinates theta_i = [q_i ; d_i] in R^{2D} (query side and its
-      positive candidate side), not the encoder weights.
+    - *Parameters*: the embedding coordinates theta_i = [q_i ; d_i] in R^{2D}, not the encoder weights.
     - *Loss*: in-batch InfoNCE with ``scale`` under the variant's score, batches of ``batch_size``
-      consecutive pairs (in-batch negatives only, as in training).
-    - *Approximation*: the empirical Fisher F = mean_i g_i g_i^T, g_i = dL_i/dtheta_i
-      (``per_example_info_nce_grads``). It needs many more pairs than its 2D dimensions; the result's
-      ``underdetermined`` flag is set below 4 x 2D pairs, where kappa says more about the sample than
-      about the curvature.
-    - *Condition number*: kappa = lambda_max / lambda_min over the eigenvalues of F above
-      ``rtol * lambda_max`` (computed in float64). Normalizing a side makes each g_i orthogonal to that
-      side's own vector (no radial gradient), one lost direction per example under qnorm and under
-      dnorm alike (the paper's "2d-1 effective dimensions"), so their kappas compare like for like.
-      Summed over examples whose radial directions differ, F itself stays full rank.
-
-    Decision rule (``predict_side``): normalize the side whose unilateral variant has the smaller kappa
-    (better-conditioned curvature is easier to optimize).
+      consecutive pairs (in-batch negatives only, as in training); each pair's gradient is that of the
+      batch loss, complete on both sides (``pair_gradients``).
+    - *Estimator*: the empirical Fisher F = mean_i g_i g_i^T, shrunk towards a multiple of the
+      identity by Ledoit-Wolf (``shrunk_condition_number``): it needs many more pairs than its 2D
+      dimensions otherwise; ``underdetermined`` says when there are fewer than 4 x 2D pairs (the
+      shrinkage then carries the estimate, and the record says so).
+    - *Condition number*: kappa = lambda_max / lambda_min of the shrunk estimate.
     """
-    # float64 throughout, so the exact zero eigenvalues of a normalized side's radial direction are
-    # ~1e-16 of the largest and fall clearly below ``rtol``.
-    q, d = q.detach().double(), d.detach().double()
-    if not isinstance(similarity, str):
-        similarity = similarity.double()
-    grads = [
-        per_example_info_nce_grads(q[i : i + batch_size], d[i : i + batch_size], similarity, scale)
-        for i in range(0, q.shape[0] - batch_size + 1, batch_size)
-    ]
-    if not grads:
-        raise ValueError(f"need at least batch_size={batch_size} pairs, got {q.shape[0]}")
-    g = torch.cat(grads)
-    fisher = g.T @ g / g.shape[0]
-    eig = torch.linalg.eigvalsh(fisher).flip(0)
-    # With fewer pairs than dimensions F has rank <= n_pairs; its other eigenvalues are rounding noise.
-    kept = eig[eig > rtol * eig[0]][: g.shape[0]]
+    g = fisher_gradients(q, d, similarity, scale, batch_size)
+    kappa, shrinkage = shrunk_condition_number(g.numpy())
     return {
-        "kappa": float(kept[0] / kept[-1]),
-        "log10_kappa": float(torch.log10(kept[0] / kept[-1])),
-        "rank": int(kept.numel()),
-        "lambda_max": float(kept[0]),
+        "kappa": kappa,
+        "log10_kappa": float(np.log10(kappa)),
+        "shrinkage": shrinkage,
         "n_pairs": int(g.shape[0]),
-        # kappa of a rank-deficient estimate measures the sample, not the curvature: use n_pairs >> 2D.
+        "dims": int(g.shape[1]),
         "underdetermined": bool(g.shape[0] < 4 * g.shape[1]),
     }
 
 
+def _log_kappa_ratio(q: torch.Tensor, d: torch.Tensor, scale: float, batch_size: int) -> tuple[float, dict]:
+    gq = fisher_gradients(q, d, "qnorm", scale, batch_size).numpy()
+    gd = fisher_gradients(q, d, "dnorm", scale, batch_size).numpy()
+    (kq, aq), (kd, ad) = shrunk_condition_number(gq), shrunk_condition_number(gd)
+    info = {"kappa_qnorm": kq, "kappa_dnorm": kd, "shrinkage_qnorm": aq, "shrinkage_dnorm": ad}
+    info["n_pairs"], info["dims"] = gq.shape
+    return float(np.log10(kq / kd)), info
+
+
 def predict_side(
-    q: torch.Tensor, d: torch.Tensor, scale: float = 20.0, batch_size: int = 64
+    q: torch.Tensor,
+    d: torch.Tensor,
+    scale: float = 20.0,
+    batch_size: int = 64,
+    n_permutations: int = 99,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> dict[str, object]:
-    """The Fisher predictor's choice between qnorm and dnorm, with both condition numbers."""
-    kq = fisher_condition_number(q, d, "qnorm", scale, batch_size)
-    kd = fisher_condition_number(q, d, "dnorm", scale, batch_size)
+    """The Fisher predictor: which side to normalize (qnorm or dnorm), or no preference.
+
+    The statistic is log10(kappa_qnorm / kappa_dnorm) (``fisher_condition_number``). The in-batch loss
+    treats its two sides differently, so even when neither side's magnitude says anything the two
+    kappas differ: that difference comes from the loss, not from the data. The predictor therefore
+    compares the observed ratio with its distribution when the two sides' magnitudes are exchangeable:
+    ``n_permutations`` copies of the pairs in which each pair's two norms are swapped at random
+    (directions kept). Only a ratio in the outer ``alpha`` of that distribution predicts: below it,
+    qnorm (normalizing the query side gives the better-conditioned Fisher); above it, dnorm; otherwise
+    "none" (``prefers_qnorm`` +1, -1, 0; ``p_value`` two-sided).
+    """
+    q, d = q.detach().double(), d.detach().double()
+    observed, info = _log_kappa_ratio(q, d, scale, batch_size)
+    nq, nd = q.norm(dim=-1, keepdim=True), d.norm(dim=-1, keepdim=True)
+    uq, ud = q / nq.clamp_min(1e-12), d / nd.clamp_min(1e-12)
+    g = torch.Generator().manual_seed(seed)
+    null = []
+    for _ in range(n_permutations):
+        swap = torch.rand(nq.shape, generator=g, dtype=torch.float64) < 0.5
+        null.append(
+            _log_kappa_ratio(
+                uq * torch.where(swap, nd, nq), ud * torch.where(swap, nq, nd), scale, batch_size
+            )[0]
+        )
+    null_arr = np.asarray(null)
+    below = (1 + np.sum(null_arr <= observed)) / (n_permutations + 1)
+    above = (1 + np.sum(null_arr >= observed)) / (n_permutations + 1)
+    p_value = min(1.0, 2 * min(below, above))
+    predicted = "none" if p_value >= alpha else ("qnorm" if below < above else "dnorm")
     return {
-        "kappa_qnorm": kq["kappa"],
-        "kappa_dnorm": kd["kappa"],
-        "predicted": "qnorm" if kq["kappa"] < kd["kappa"] else "dnorm",
+        **info,
+        "log10_ratio": observed,
+        "null_log10_ratio": (float(np.percentile(null_arr, 2.5)), float(np.percentile(null_arr, 97.5))),
+        "p_value": float(p_value),
+        "predicted": predicted,
+        "prefers_qnorm": {"qnorm": 1, "dnorm": -1, "none": 0}[predicted],
+        "underdetermined": bool(info["n_pairs"] < 4 * info["dims"]),
+    }
+
+
+def fisher_metrics(fisher: dict[str, object]) -> dict[str, float]:
+    """``predict_side``'s output as record metrics, the same names in every family (the claims engine
+    reads ``fisher_prefers_qnorm``: +1 qnorm, -1 dnorm, 0 no preference); empty when it did not run."""
+    if not fisher:
+        return {}
+    return {
+        "fisher_log10_kappa_qnorm": float(np.log10(fisher["kappa_qnorm"])),
+        "fisher_log10_kappa_dnorm": float(np.log10(fisher["kappa_dnorm"])),
+        "fisher_log10_ratio": float(fisher["log10_ratio"]),
+        "fisher_p_value": float(fisher["p_value"]),
+        "fisher_prefers_qnorm": float(fisher["prefers_qnorm"]),
+        "fisher_underdetermined": float(fisher["underdetermined"]),
     }

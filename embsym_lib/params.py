@@ -134,6 +134,23 @@ def run_id_for(profile: str, axes: dict[str, Any], params: dict[str, Any]) -> st
     return "-".join(re.sub(r"[^A-Za-z0-9._=+-]", "_", str(p)) for p in parts)
 
 
+def _override_axis(blocks: list[dict], name: str, value: Any, where: str) -> list[dict]:
+    """An override of a grid axis: the blocks that sweep the value keep only it; a block that sweeps
+    the axis without that value goes (``--set encoder=scratch`` must not also run the minilm-only
+    evaluation block as scratch) unless no block has the value (a value the file does not sweep: every
+    block sweeping the axis runs with it); a block that does not sweep the axis takes it as fixed."""
+    sweeping = [b for b in blocks if name in b["axes"]]
+    if not sweeping:
+        return blocks
+    having = [b for b in sweeping if value in _as_list(b["axes"][name], f"grid.{name}", where)]
+    out = []
+    for block in blocks:
+        if name in block["axes"] and having and block not in having:
+            continue
+        out.append({**block, "axes": {**block["axes"], name: [value]}})
+    return out
+
+
 def expand(
     family: str,
     profile: str = "offline",
@@ -146,7 +163,7 @@ def expand(
     """All grid points of a family under a profile, each validated; raises ParamError on the first problem.
 
     ``variants``/``seeds`` (the command line's) replace the file's everywhere, in every grid block.
-    An override of a grid axis restricts the sweep to that value. ``check_data=False``: without the
+    An override of a grid axis restricts the sweep to that value (``_override_axis``). ``check_data=False``: without the
     checks that local data exist (a dry run, or the report's grid)."""
     spec = get_family(family)
     raw = load_profile(family, profile, params_dir)
@@ -158,12 +175,8 @@ def expand(
     base = dict(raw.get("parameters") or {})
     blocks = _grid_blocks(raw.get("grid"), spec, where)
     for name, value in (overrides or {}).items():
-        axis_somewhere = False
-        for block in blocks:
-            if name in block["axes"]:
-                block["axes"][name] = [value]
-                axis_somewhere = True
-        if not axis_somewhere:
+        blocks = _override_axis(blocks, name, value, where)
+        if not any(name in block["axes"] for block in blocks):
             base[name] = value
     for name in RESERVED:
         if name in base or any(name in b["axes"] for b in blocks):
@@ -172,7 +185,7 @@ def expand(
             )
 
     resources = dict(raw.get("resources") or {})
-    points: dict[str, GridPoint] = {}  # by run id: blocks may overlap
+    points: dict[tuple[str, int], GridPoint] = {}  # by parameters: blocks may overlap (the first names it)
     for block in blocks:
         variant_list = variants if variants is not None else block.get("variants", file_variants)
         seed_list = seeds if seeds is not None else block.get("seeds", file_seeds)
@@ -204,7 +217,7 @@ def expand(
                     _check_processes_fit(params, resources, where)
                     rid = run_id_for(profile, axes, params)
                     points.setdefault(
-                        rid,
+                        (params_key(params), params["seed"]),
                         GridPoint(family, profile, params, axes, rid, resources, str(notebook_path(spec))),
                     )
     return list(points.values())

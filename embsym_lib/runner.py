@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,19 @@ class RunResult:
     record: dict[str, Any] | None
     error: str | None = None
     wall_time_s: float = 0.0
+
+
+@contextmanager
+def environment_restored():
+    """The process environment as it was before the block: ``kernel_environment`` sets variables for the
+    kernels a sweep starts, and a sweep run from a test or a notebook must not leave them behind."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for var in set(os.environ) - set(saved):
+            del os.environ[var]
+        os.environ.update(saved)
 
 
 def kernel_environment(profile: str, cpus: int | None = None) -> None:
@@ -142,6 +156,11 @@ def run_grid(
 ) -> list[RunResult]:
     """Run every grid point (``jobs`` at a time); returns one RunResult per point, in order."""
     _check_local_gpu_jobs(points, jobs)
+    with environment_restored():
+        return _run_grid(points, outputs_dir, jobs, on_result, execution_timeout)
+
+
+def _run_grid(points, outputs_dir, jobs, on_result, execution_timeout) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(points)
     lock = threading.Lock()
     done = 0
@@ -226,6 +245,7 @@ def run_grid_ray(
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, TimeoutError) as e:
+            ray.shutdown()  # a failed client connection leaves half-initialized state behind
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
             raise ValueError(
                 f"cannot connect to {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}. "

@@ -5,6 +5,7 @@ so that no family sets them again."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 
@@ -22,6 +23,25 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)  # noqa: NPY002 - libraries draw from the legacy global state
     torch.manual_seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+@contextlib.contextmanager
+def rng_preserved():
+    """A block that leaves Python's, NumPy's and torch's random streams as it found them: a diagnostic run
+    before training (the Fisher predictor) must not change what the training draws (a DataLoader, for
+    one, takes a seed from torch's stream even when it does not shuffle)."""
+    import torch
+
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state())  # noqa: NPY002
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])  # noqa: NPY002
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def resolve_device(name: str) -> str:

@@ -161,6 +161,34 @@ class LearnableSimilarity(Similarity):
         return f"gamma_q={g['gamma_q']:.4f}, gamma_d={g['gamma_d']:.4f}"
 
 
+class ScaleMatched(Similarity):
+    """A variant with its scores divided by the stop-gradient batch mean of its un-normalized magnitude
+    factor (|q| for a query side the variant does not normalize, |d| likewise, |q|^(1-gq) |d|^(1-gd) for
+    learn), so every variant sees the same average logit scale (effective temperature) and only the
+    relative magnitudes inside a batch remain: the referee's fixed-scale ablation."""
+
+    def __init__(self, similarity: Similarity):
+        nn.Module.__init__(self)
+        self.similarity = similarity
+        self.variant = similarity.variant
+
+    def prepare(self, q: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        qp, dp = self.similarity.prepare(q, d)
+        if isinstance(self.similarity, LearnableSimilarity):
+            exp_q, exp_d = 1 - self.similarity.gamma_q, 1 - self.similarity.gamma_d
+        else:
+            norm_q, norm_d = NORMALIZED_SIDES[self.variant]
+            exp_q, exp_d = float(not norm_q), float(not norm_d)
+        factor = q.norm(dim=-1).pow(exp_q).mean() * d.norm(dim=-1).pow(exp_d).mean()
+        return qp / factor.detach().clamp_min(EPS), dp
+
+    def gammas(self) -> dict[str, float]:
+        return self.similarity.gammas()
+
+    def extra_repr(self) -> str:
+        return f"scale-matched {self.variant}"
+
+
 def _logit(p: float) -> float:
     """Inverse sigmoid; the corners 0 and 1 map to +-inf so that sigmoid gives them exactly."""
     if p <= 0.0:

@@ -1,21 +1,22 @@
 """The controlled synthetic testbed: tasks with a known ground truth, encoders trained from scratch.
 
-The paper has no such testbed; its referee asked for one. Three tasks:
+The paper has no such testbed; its referee asked for one. The tasks form a 2 x 2 design, symmetry x what
+magnitude carries, plus the referee's ablation:
 
-- ``asymmetric``: retrieval where relevance depends on the query-document *direction* and on a
-  *document-side quality* signal: rel(q, d) = cos(u_q, u_d) + quality_weight * s_d. Queries only carry
-  a direction. A document's quality can be written into its norm only when the document side is not
-  normalized (dot, qnorm), so the paper's mechanism predicts dot/qnorm > cosine, with dnorm ranking
-  like cosine at inference.
-- ``symmetric``: graded similarity of two inputs from one space (shared encoder), label
-  cos(u_a, u_b), inputs carrying a *nuisance* magnitude (a random positive scale). The aggregate
-  (Spearman over unordered pairs) is swap-invariant: the rule predicts cosine.
-- ``ablation`` (the referee's): the asymmetric task with (i) every variant's logits divided by the
-  stop-gradient batch mean of its un-normalized magnitude factor, so the *total* embedding scale (the
-  effective temperature) is the same for every variant and only the relative magnitudes differ, and
-  (ii) SGD whose update has a fixed norm each step (normalized gradient), so every variant takes
-  equal-size steps. A variant's advantage that survives comes from what magnitude encodes, not from
-  a different logit scale or SGD trajectory.
+| | magnitude carries label signal | magnitude is a nuisance |
+|---|---|---|
+| asymmetric (query -> document) | ``asymmetric``: rel(q, d) = cos(u_q, u_d) + quality_weight * s_d, a document-side quality that queries do not carry | ``asymmetric_nuisance``: rel = cos(u_q, u_d) only; documents carry a random positive scale |
+| symmetric (unordered pairs) | ``symmetric_signal``: label = cos(u_a, u_b) + magnitude_signal * (s_a + s_b) / 2, each input scaled by exp(magnitude_noise * s) | ``symmetric``: label = cos(u_a, u_b), inputs with a random positive scale |
+
+The functional-symmetry rule predicts a magnitude-preserving winner for both asymmetric tasks and cosine
+for both symmetric ones; the off-diagonal cells are where it can lose (``asymmetric_nuisance``: nothing
+for a magnitude to encode; ``symmetric_signal``: a symmetric task where magnitude helps).
+
+``ablation`` (the referee's): the ``asymmetric`` task with (i) every variant's logits divided by the
+stop-gradient batch mean of its un-normalized magnitude factor (``similarity.ScaleMatched``), so the
+*total* embedding scale (the effective temperature) is the same for every variant, and (ii) plain SGD on
+the normalized gradient, so every update has the same norm (``sgd_lr``). A variant's advantage that
+survives comes from what magnitude encodes, not from a different logit scale or SGD trajectory.
 
 Data are generated once from ``data_seed`` (the same for every run); the run ``seed`` only changes
 initialization and batch order, so seeds measure training variance.
@@ -33,9 +34,9 @@ from scipy import stats as st
 from torch import nn
 
 from .ir_metrics import evaluate_run, mean_over_queries, to_run
-from .similarity import NORMALIZED_SIDES, LearnableSimilarity, Similarity, make_similarity
+from .similarity import ScaleMatched, make_similarity
 
-TASKS = ("asymmetric", "symmetric", "ablation")
+TASKS = ("asymmetric", "asymmetric_nuisance", "symmetric", "symmetric_signal", "ablation")
 
 
 def ranking_metrics(
@@ -86,7 +87,10 @@ def make_asymmetric_task(
     quality_weight: float = 0.5,
     input_noise: float = 0.1,
     n_relevant: int = 5,
+    doc_magnitude_noise: float = 0.0,
 ) -> AsymmetricTask:
+    """``doc_magnitude_noise`` > 0 scales each document input by exp(noise * N(0, 1)), a nuisance
+    magnitude (drawn after everything else: the other draws are those of the default task)."""
     g = torch.Generator().manual_seed(data_seed)
     u_d = _unit(torch.randn(n_docs, latent_dim, generator=g))
     quality = torch.randn(n_docs, generator=g)
@@ -106,6 +110,8 @@ def make_asymmetric_task(
     pick = torch.randint(0, n_relevant, (n_train,), generator=g)
     test_x, test_rel = queries(n_test)
     held_x, held_rel = queries(n_heldout)
+    if doc_magnitude_noise > 0:
+        doc_x = doc_x * torch.exp(doc_magnitude_noise * torch.randn(n_docs, 1, generator=g))
     return AsymmetricTask(
         doc_x,
         quality,
@@ -136,7 +142,11 @@ def make_symmetric_task(
     input_dim: int = 32,
     magnitude_noise: float = 0.5,
     input_noise: float = 0.1,
+    magnitude_signal: float = 0.0,
 ) -> SymmetricTask:
+    """Each input is scaled by exp(magnitude_noise * s), s ~ N(0, 1). With ``magnitude_signal`` = 0
+    (``symmetric``) s is a nuisance; otherwise (``symmetric_signal``) the label also carries
+    magnitude_signal * (s_a + s_b) / 2, symmetric in the two inputs, which only their norms reveal."""
     g = torch.Generator().manual_seed(data_seed + 1)
     w = torch.randn(latent_dim, input_dim, generator=g) / math.sqrt(latent_dim)
 
@@ -147,11 +157,13 @@ def make_symmetric_task(
         y = (u_a * u_b).sum(-1)
 
         def observe(u):
-            # A nuisance magnitude: a random positive scale, independent of the label.
-            scale = torch.exp(magnitude_noise * torch.randn(n, 1, generator=g))
-            return scale * (u @ w) + input_noise * torch.randn(n, input_dim, generator=g)
+            s = torch.randn(n, 1, generator=g)
+            return torch.exp(magnitude_noise * s) * (u @ w) + input_noise * torch.randn(
+                n, input_dim, generator=g
+            ), s[:, 0]
 
-        return observe(u_a), observe(u_b), y
+        (a, s_a), (b, s_b) = observe(u_a), observe(u_b)
+        return a, b, y + magnitude_signal * (s_a + s_b) / 2
 
     a, b, y = pairs(n_train)
     ta, tb, ty = pairs(n_test)
@@ -168,41 +180,27 @@ def mlp(input_dim: int, hidden: int, output_dim: int) -> nn.Module:
     )
 
 
-class ScaleMatched(nn.Module):
-    """Divides a variant's scores by the stop-gradient batch mean of its un-normalized magnitude factor
-    (|q| for an un-normalized query side, |d| for an un-normalized document side), so every variant
-    sees the same average logit scale; only the relative magnitudes inside a batch remain."""
-
-    def __init__(self, similarity: Similarity):
-        super().__init__()
-        self.similarity = similarity
-
-    def pairwise(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        scores = self.similarity.pairwise(q, d)
-        if isinstance(self.similarity, LearnableSimilarity):
-            exp_q, exp_d = 1 - self.similarity.gamma_q, 1 - self.similarity.gamma_d
-        else:
-            norm_q, norm_d = NORMALIZED_SIDES[self.similarity.variant]
-            exp_q, exp_d = float(not norm_q), float(not norm_d)
-        factor = q.norm(dim=-1).pow(exp_q).mean() * d.norm(dim=-1).pow(exp_d).mean()
-        return scores / factor.detach().clamp_min(1e-8)
-
-
 def _batches(n: int, batch_size: int, generator: torch.Generator):
     order = torch.randperm(n, generator=generator)
     for i in range(0, n - batch_size + 1, batch_size):
         yield order[i : i + batch_size]
 
 
-def _step(params, optimizer, loss, fixed_update_norm: float | None) -> None:
+def _step(params, optimizer, loss, fixed_update_norm: float | None) -> float | None:
+    """One optimizer step; with ``fixed_update_norm`` the gradient is rescaled to that norm first and the
+    norm of the update actually applied is returned (plain SGD: exactly lr x the fixed norm)."""
     optimizer.zero_grad()
     loss.backward()
-    if fixed_update_norm is not None:
-        grads = [p.grad for p in params if p.grad is not None]
-        total = torch.sqrt(sum((g**2).sum() for g in grads)).clamp_min(1e-12)
-        for g in grads:
-            g.mul_(fixed_update_norm / total)
+    if fixed_update_norm is None:
+        optimizer.step()
+        return None
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.sqrt(sum((g**2).sum() for g in grads)).clamp_min(1e-12)
+    for g in grads:
+        g.mul_(fixed_update_norm / total)
+    before = [p.detach().clone() for p in params]
     optimizer.step()
+    return float(torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(params, before, strict=True))))
 
 
 def train_asymmetric(
@@ -226,7 +224,8 @@ def train_asymmetric(
     scorer = ScaleMatched(sim) if ablation else sim
     params = [*q_enc.parameters(), *d_enc.parameters(), *sim.parameters()]
     if ablation:
-        optimizer = torch.optim.SGD(params, lr=sgd_lr, momentum=0.9)
+        # Plain SGD on the normalized gradient: every update has norm sgd_lr (momentum would let it vary).
+        optimizer = torch.optim.SGD(params, lr=sgd_lr)  # update norm = sgd_lr x the normalized gradient's 1
     else:
         optimizer = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(seed)
@@ -235,18 +234,25 @@ def train_asymmetric(
     }
     if variant == "learn":
         curves.update({"gamma_q": {"x": [], "y": []}, "gamma_d": {"x": [], "y": []}})
+    if ablation:
+        curves["update_norm"] = {"x": [], "y": []}
     labels = torch.arange(batch_size)
     for epoch in range(1, epochs + 1):
-        losses = []
+        losses, updates = [], []
         for idx in _batches(task.train_q_x.shape[0], batch_size, g):
             q = q_enc(task.train_q_x[idx])
             d = d_enc(task.doc_x[task.train_pos[idx]])
             logits = scale * scorer.pairwise(q, d)
             # Duplicate positives in a batch are rare (2000 docs); they count as negatives, as in ST's MNRL.
             loss = nn.functional.cross_entropy(logits, labels)
-            _step(params, optimizer, loss, 1.0 if ablation else None)
+            update = _step(params, optimizer, loss, 1.0 if ablation else None)
             losses.append(loss.item())
+            if update is not None:
+                updates.append(update)
         ev = evaluate_asymmetric(task, q_enc, d_enc, sim)
+        if updates:
+            curves["update_norm"]["x"].append(epoch)
+            curves["update_norm"]["y"].append(float(np.mean(updates)))
         for key, value in (
             ("loss", float(np.mean(losses))),
             ("q_norm_mean", ev["q_norm_mean"]),

@@ -47,7 +47,7 @@ def only_row(df, c):
 
 def test_every_family_has_claims_and_every_claim_loads():
     loaded = claims.load_claims()
-    assert {c.family for c in loaded} == set(registry())
+    assert {c.family for c in loaded} - {claims.POOLED} == set(registry())
     for family in registry():
         assert any(c.kind == "rule" for c in loaded if c.family == family), f"{family} has no rule claim"
     assert len({c.id for c in loaded}) == len(loaded)
@@ -71,7 +71,7 @@ def test_claims_without_runs_are_untestable_with_a_reason():
         ({"contrasts": [["qnorm", "cosine"]], "colour": "red"}, "unknown keys"),
         ({"contrasts": []}, "lists its contrasts"),
         ({"kind": "rule", "margin": 0.01, "named": ["cosine"]}, "not magnitude-preserving"),
-        ({"kind": "predictor", "scores": {"qnorm": "k"}}, "two 'scores'"),
+        ({"kind": "predictor", "scores": {"qnorm": "k"}}, "two sides in 'scores'"),
         ({"contrasts": [[{"variant": "qnorm", "value": 1}, "cosine"]]}, "either a variant"),
     ],
 )
@@ -199,6 +199,30 @@ def test_a_list_in_where_still_gives_one_setting_per_value():
     assert list(claims.evaluate(df, [c])["setting"]) == ["encoder=e5", "encoder=minilm"]
 
 
+def test_a_claim_sees_condition_axes_at_their_reference_unless_it_names_them():
+    # retrieval's conditions: train (reference true) and scale_matched (reference false). The
+    # evaluation-only and scale-matched runs plant opposite effects: a claim that does not name them
+    # must not see them (no extra settings, no diluted effect); one that names them sees only them.
+    rng = np.random.default_rng(0)
+    kw = {"family": "retrieval", "metric": "m", "seeds": 5, "run_sd": 0.005}
+    parts = [
+        two_variant_runs(rng, params={"encoder": "scratch"}, effects={"qnorm": 0.1}, **kw),
+        two_variant_runs(rng, params={"encoder": "scratch", "train": False}, effects={"cosine": 0.1}, **kw),
+        two_variant_runs(
+            rng, params={"encoder": "scratch", "scale_matched": True}, effects={"cosine": 0.1}, **kw
+        ),
+    ]
+    df = frame(r for p in parts for r in p.to_dict("records"))
+    plain = claims.evaluate(df, [claim(family="retrieval", metric="m", contrasts=[["qnorm", "cosine"]])])
+    assert list(plain["setting"]) == ["encoder=scratch"]
+    assert plain.iloc[0]["verdict"] == SUPPORTED and plain.iloc[0]["n_seeds"] == 5
+    matched = claim(
+        family="retrieval", metric="m", where={"scale_matched": True}, contrasts=[["qnorm", "cosine"]]
+    )
+    row = only_row(df, matched)
+    assert row["verdict"] == CONTRADICTED and "scale_matched=True" in row["setting"]
+
+
 def test_direction_less_and_contradiction():
     rng = np.random.default_rng(0)
     df = two_variant_runs(rng, params=ASYM, effects={"qnorm": 0.1}, seeds=5, run_sd=0.005)
@@ -268,3 +292,48 @@ def test_holm_agrees_with_statsmodels():
     for m in (1, 2, 3, 7):
         p = rng.uniform(0, 0.2, m)
         assert claims.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def test_a_predictor_that_abstains_is_scored_on_its_decided_answers_and_pooled_across_families():
+    rows = []
+    for family, params, metric in (("synthetic", ASYM, "ndcg@10"), ("kg", {"dataset": "nations"}, "mrr")):
+        for seed in range(12):
+            better = "qnorm" if seed % 2 else "dnorm"
+            choice = (
+                0.0 if seed % 3 == 0 else (1.0 if better == "qnorm" else -1.0)
+            )  # right whenever it answers
+            for v in ("qnorm", "dnorm"):
+                value = 0.5 + (0.1 if v == better else 0.0)
+                rows.append(
+                    {
+                        "family": family,
+                        "variant": v,
+                        "seed": seed,
+                        "params": dict(params),
+                        "metrics": {metric: value, "fisher_prefers_qnorm": choice},
+                    }
+                )
+    df = frame(rows)
+    predictor = claim(
+        kind="predictor", scores={"qnorm": "k_q", "dnorm": "k_d"}, choice="fisher_prefers_qnorm", where=ASYM
+    )
+    r = only_row(df, predictor)
+    assert r["ours"] == "8/8 correct, 4 abstained" and r["n_seeds"] == 12 and r["verdict"] == SUPPORTED
+    pooled = claims.parse_claim(
+        {
+            "id": "p.x",
+            "statement": "s",
+            "source": "s",
+            "stands_for": "s",
+            "kind": "predictor",
+            "families": ["synthetic", "kg"],
+            "scores": {"qnorm": "k_q", "dnorm": "k_d"},
+            "choice": "fisher_prefers_qnorm",
+        },
+        claims.POOLED,
+    )
+    r = only_row(df, pooled)
+    assert r["ours"] == "16/16 correct, 8 abstained" and r["verdict"] == SUPPORTED
+    abstaining = frame([{**row, "metrics": {**row["metrics"], "fisher_prefers_qnorm": 0.0}} for row in rows])
+    r = only_row(abstaining, pooled)
+    assert r["verdict"] == UNTESTABLE and "abstained on all 24" in r["reason"]

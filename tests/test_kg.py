@@ -24,6 +24,9 @@ ADAPTER = pykeen_adapter.ADAPTER
 
 FB_FIXTURE = "path:tests/fixtures/kg/fb15k237_sample"
 WN_FIXTURE = "path:tests/fixtures/kg/wn18rr_sample"
+UNSEEN_FIXTURE = "path:tests/fixtures/kg/unseen"
+MALFORMED_FIXTURE = "path:tests/fixtures/kg/malformed"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(**overrides):
@@ -299,6 +302,175 @@ def test_dataset_paths_are_checked_only_with_the_data():
     assert validate(spec.KgParams, {"dataset": "path:nowhere"}, "kg", check_data=False)["dataset"]
 
 
+# --- a user's folder: malformed lines refused, what PyKEEN drops counted ---------------------------------
+
+# tests/fixtures/kg/unseen: valid.tsv has 25 triples, 4 with an entity or relation never seen in train.tsv
+# (lines 7, 14, 15, 24) and one repeat of a kept triple; test.tsv has 23, 3 of them unseen (lines 6, 16,
+# 23), and a blank last line.
+UNSEEN_EXPECTED = {
+    "file_triples": {"train": 160, "valid": 25, "test": 23},
+    "dropped": {"valid": 4, "test": 3},
+    "dropped_unseen": {"valid": {"entity": 3, "relation": 1}, "test": {"entity": 3, "relation": 1}},
+    "duplicates": {"train": 0, "valid": 1, "test": 0},
+}
+
+
+def test_unseen_triples_are_counted_exactly_against_pykeens_factories(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pykeen"):
+        ds = pipeline.load_dataset(UNSEEN_FIXTURE)
+    assert not [r for r in caplog.records if "filtered out" in r.getMessage()]  # our report replaces them
+    summary = pipeline.describe_data(ds, UNSEEN_FIXTURE)
+    for key, value in UNSEEN_EXPECTED.items():
+        assert summary[key] == value, key
+    # what the run uses = the file's triples - dropped - repeats, as PyKEEN mapped them
+    assert (summary["train_triples"], summary["valid_triples"], summary["test_triples"]) == (160, 20, 20)
+    assert ds.validation.num_triples == 25 - 4 - 1 and ds.testing.num_triples == 23 - 3
+    assert [e["line"] for e in summary["dropped_examples"]["valid"]] == [7, 14, 15, 24]
+    assert summary["dropped_examples"]["test"][0] == {
+        "line": 6,
+        "triple": ["y_new1", "advises", "y_new2"],
+        "unseen": ["head", "tail"],
+    }
+    lines = pipeline.data_log(UNSEEN_FIXTURE, summary)
+    assert (
+        "valid: 4 of 25 triples dropped" in lines[1]
+        and "line 15 (e01, mentors, e02: relation unseen)" in lines[1]
+    )
+    assert (
+        lines[2].startswith("test: 3 of 23 triples dropped")
+        and lines[3] == "valid: 1 repeated triple, kept once by PyKEEN"
+    )
+    table = pipeline.data_table(summary)
+    assert table.loc["valid"].tolist() == [25, 4, 1, 20]
+    # the packaged datasets keep their summary (no file report)
+    assert set(pipeline.describe_data(pipeline.load_dataset("nations"), "nations")) == set(pipeline.SIZES)
+
+
+def test_a_malformed_folder_fails_validation_with_file_and_line_but_not_a_dry_run():
+    from embsym_lib.schema import ParamError, validate
+
+    with pytest.raises(
+        ParamError, match=r"parameter 'dataset': tests/fixtures/kg/malformed/valid.tsv line 4 has 2"
+    ):
+        validate(spec.KgParams, {"dataset": MALFORMED_FIXTURE}, "kg")
+    assert validate(spec.KgParams, {"dataset": MALFORMED_FIXTURE}, "kg", check_data=False)["dataset"]
+    assert validate(spec.KgParams, {"dataset": UNSEEN_FIXTURE}, "kg")["dataset"] == UNSEEN_FIXTURE
+
+
+GOOD = "a\tr\tb\nb\tr\tc\nc\ts\ta\n"
+
+
+def _folder(tmp_path, train=GOOD, valid="a\tr\tc\n", test="b\ts\ta\n") -> Path:
+    for name, text in (("train.tsv", train), ("valid.tsv", valid), ("test.tsv", test)):
+        (tmp_path / name).write_bytes(text.encode("utf-8") if isinstance(text, str) else text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "valid, message",
+    [
+        ("a\tr\tc\nb\tr\n", "valid.tsv line 2 has 2 tab-separated fields, expected 3"),
+        ("a\tr\tc\tx\n", "line 1 has 4 tab-separated fields"),
+        ("a\tr\tc\t\n", "line 1 has 4 tab-separated fields"),  # a trailing tab
+        ("a\tr\tc\n\t\t\n", "line 2 has an empty head"),  # PyKEEN would read ('', '', '')
+        ("a\t\tc\n", "line 1 has an empty relation"),
+        ("a\tr\tc \n", "line 1 has whitespace around its tail 'c '"),
+        (" a\tr\tc\n", "line 1 has whitespace around its head"),
+        ("head\trelation\ttail\na\tr\tc\n", "line 1 looks like a header line"),
+        ("\nSubject\tPredicate\tObject\na\tr\tc\n", "line 2 looks like a header line"),
+        ("# my triples\na\tr\tc\n", "line 1 starts with '#' \\(comments are not supported\\)"),
+        ('"a"\tr\tc\n', "line 1 has a head starting with"),
+        (b"a\tr\tc\nb\xe9\tr\tc\n", "line 2 is not UTF-8 text"),
+        ("", "valid.tsv has no triples"),
+        ("\n  \n", "valid.tsv has no triples"),
+    ],
+)
+def test_malformed_lines_are_refused_with_file_and_line(tmp_path, valid, message):
+    from embsym_lib.schema import ParamError, validate
+
+    folder = _folder(tmp_path, valid=valid)
+    with pytest.raises(ParamError, match=message) as err:
+        validate(spec.KgParams, {"dataset": f"path:{folder}"}, "kg")
+    assert str(err.value).startswith(f"kg: parameter 'dataset': {folder / 'valid.tsv'} ")
+
+
+def test_a_test_split_pykeen_would_empty_is_refused(tmp_path):
+    from embsym_lib.schema import ParamError, validate
+
+    folder = _folder(tmp_path, test="a\tr\tz\nq\tr\ta\n")
+    with pytest.raises(
+        ParamError, match="none of the 2 triples of .*test.tsv has its head, relation and tail"
+    ):
+        validate(spec.KgParams, {"dataset": f"path:{folder}"}, "kg")
+
+
+def test_accepted_variations_read_as_pykeen_reads_them(tmp_path):
+    """Blank lines, CRLF line ends, a byte-order mark, no final newline, a header-like line after line 1, a
+    quote inside a field and a valid split PyKEEN empties: validated, and PyKEEN's mapping agrees."""
+    from embsym_lib.schema import validate
+
+    train = '\ufeffa\tr\tb\r\n\r\nb\tr\tc\r\n   \r\nc\ts\ta\r\nx"y\tr\ta\r\nb\tr\tc'
+    folder = _folder(tmp_path, train=train, valid="head\tr\tz\n", test="b\ts\ta\nh\tr\tt\n")
+    name = f"path:{folder}"
+    assert validate(spec.KgParams, {"dataset": name}, "kg")["dataset"] == name
+    ds = pipeline.load_dataset(name)
+    assert 'x"y' in ds.training.entity_to_id and "\ufeffa" not in ds.training.entity_to_id
+    summary = pipeline.describe_data(ds, name)  # raises if PyKEEN mapped other triples than counted
+    assert summary["file_triples"] == {"train": 5, "valid": 1, "test": 2}
+    assert summary["duplicates"]["train"] == 1 and summary["train_triples"] == 4
+    assert summary["dropped"] == {"valid": 1, "test": 1} and summary["valid_triples"] == 0
+    assert summary["dropped_examples"]["valid"][0]["unseen"] == ["head", "tail"]
+
+
+@pytest.mark.slow
+def test_a_user_folder_end_to_end_through_the_cli(tmp_path):
+    """`embsym run kg --set dataset=path:...`: the record holds the drop counts, the notebook prints them,
+    and PyKEEN's own drop warnings are gone."""
+    import json
+    import subprocess
+    import sys
+
+    outputs = tmp_path / "kg_userdata"
+    cmd = [
+        str(Path(sys.executable).parent / "embsym"),
+        *("run", "kg", "--variants", "dot", "--seeds", "0", "--outputs", str(outputs)),
+        *("--set", f"dataset={UNSEEN_FIXTURE}", "--set", "epochs=2", "--set", "embedding_dim=8"),
+        *("--set", "batch_size=32", "--set", "eval_batch_size=64"),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (record_path,) = outputs.glob("kg/*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "complete"
+    data = record["extra"]["data"]
+    for key, value in UNSEEN_EXPECTED.items():
+        assert data[key] == value, key
+    assert [e["line"] for e in data["dropped_examples"]["test"]] == [6, 16, 23]
+    assert (data["valid_triples"], data["test_triples"]) == (20, 20)
+    assert len(record["units"]) and record["units"]["mrr"] == 2 * 20  # every kept test triple, both sides
+    executed = json.loads((record_path.parent / "kg.ipynb").read_text())
+    printed = "".join(
+        "".join(out.get("text", ""))
+        for cell in executed["cells"]
+        if cell["cell_type"] == "code"
+        for out in cell["outputs"]
+        if out["output_type"] == "stream"
+    )
+    assert "valid: 4 of 25 triples dropped" in printed and "test: 3 of 23 triples dropped" in printed
+    assert "line 15 (e01, mentors, e02: relation unseen)" in printed
+    assert "filtered out" not in printed and "not in the training set" not in printed
+
+    # a malformed folder: exit code 2 before any compute (no run folder), naming the file and the line
+    refused = tmp_path / "refused"
+    bad = [*cmd[:3], "--set", f"dataset={MALFORMED_FIXTURE}", "--outputs", str(refused)]
+    proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "tests/fixtures/kg/malformed/valid.tsv line 4 has 2 tab-separated fields" in proc.stderr
+    assert not list(refused.glob("kg/*"))
+
+
 # --- the contract, and the rule on fake records -----------------------------------------------------------
 
 
@@ -310,6 +482,7 @@ class TestKgContract(FamilyContract):
         ({"dataset": "freebase"}, "unknown KG dataset 'freebase'"),
         ({"dataset": "path:tests/fixtures/kg/does_not_exist"}, "directory not found"),
         ({"dataset": "path:tests/fixtures/kg/incomplete"}, "no validation file"),
+        ({"dataset": MALFORMED_FIXTURE}, "malformed/valid.tsv line 4 has 2 tab-separated fields, expected 3"),
         ({"composition": "rotate"}, "parameter 'composition'"),
         ({"composition": "complex", "embedding_dim": 7}, "even embedding_dim"),
         ({"training_loop": "owa"}, "parameter 'training_loop'"),
@@ -379,3 +552,7 @@ class TestKgContract(FamilyContract):
         assert len(record["curves"]["train_loss"]["y"]) == 2
         assert record["params"]["threads"] == 1 and "learning_rate" not in record["params"]
         assert (Path(run_dir) / "figures" / "training_loss.png").is_file()
+        # the Fisher predictor ran before training, on validation triples
+        assert (
+            metrics["fisher_prefers_qnorm"] in (-1.0, 0.0, 1.0) and record["extra"]["fisher"]["n_pairs"] > 0
+        )

@@ -4,12 +4,12 @@ import pytest
 import yaml
 
 from embsym_lib import records
-from embsym_lib.params import ParamError, expand, parse_override, run_id_for
+from embsym_lib.params import ParamError, expand, params_key, parse_override, run_id_for
 
 
 def test_synthetic_offline_grid_expands_and_validates():
     points = expand("synthetic", "offline")
-    assert len(points) == 3 * 5 * 3
+    assert len(points) == 5 * 5 * 3  # tasks x variants x seeds
     assert len({p.run_id for p in points}) == len(points)
     p = points[0]
     assert set(p.params) >= {"variant", "seed", "profile", "run_dir", "task", "epochs"}
@@ -47,7 +47,8 @@ def test_run_id_changes_with_any_parameter():
         ({"variants": []}, "variants is empty: nothing would run"),
         (
             {"overrides": {"task": "sideways"}},
-            "parameter 'task': input should be 'asymmetric', 'symmetric' or 'ablation'",
+            "parameter 'task': input should be 'asymmetric', 'asymmetric_nuisance', 'symmetric', "
+            "'symmetric_signal' or 'ablation'",
         ),
         ({"overrides": {"n_relevant": 5000}}, "n_relevant"),
         ({"overrides": {"seed": 3}}, "set by the runner"),
@@ -145,17 +146,34 @@ def test_grid_blocks_are_united_with_their_own_variants_and_seeds(tmp_path):
         ("symmetric", "qnorm", 1),
         ("symmetric", "qnorm", 2),
     ]
-    # the command line's variants and seeds replace every block's; an axis override restricts every block
+    # the command line's variants and seeds replace every block's
     assert _synthetic_points(tmp_path, grid, variants=["dnorm"], seeds=[5]) == [
         ("asymmetric", "dnorm", 5),
         ("symmetric", "dnorm", 5),
     ]
+    # an axis override keeps the blocks that sweep its value, restricted to it ...
     assert _synthetic_points(tmp_path, grid, overrides={"task": "symmetric"}) == [
-        ("symmetric", "cosine", 0),
-        ("symmetric", "dot", 0),
         ("symmetric", "qnorm", 1),
         ("symmetric", "qnorm", 2),
     ]
+    # ... and a value no block sweeps runs in every block
+    assert _synthetic_points(tmp_path, grid, overrides={"task": "symmetric_signal"}) == [
+        ("symmetric_signal", "cosine", 0),
+        ("symmetric_signal", "dot", 0),
+        ("symmetric_signal", "qnorm", 1),
+        ("symmetric_signal", "qnorm", 2),
+    ]
+
+
+def test_an_override_of_an_axis_some_blocks_do_not_sweep_reaches_them_without_duplicates():
+    # retrieval's offline blocks: (encoder, train), (minilm, train false), (scratch, scale_matched)
+    points = expand("retrieval", "offline", overrides={"scale_matched": True}, check_data=False)
+    assert points and all(p.params["scale_matched"] is True for p in points)
+    identities = [(params_key(p.params), p.params["seed"]) for p in points]
+    assert len(set(identities)) == len(identities)
+    scratch = expand("retrieval", "offline", overrides={"encoder": "scratch"}, check_data=False)
+    assert {p.params["encoder"] for p in scratch} == {"scratch"}
+    assert any(p.params["scale_matched"] for p in scratch) and all(p.params["train"] for p in scratch)
 
 
 @pytest.mark.parametrize(

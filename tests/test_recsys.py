@@ -226,6 +226,46 @@ def test_atomic_file_without_item_column_fails_before_compute(tmp_path):
         )
 
 
+# A user's own interactions under a name of their own: <data_dir>/<name>/<name>.inter (8 users x 6 items).
+MY_SHOP = {"dataset": "my_shop", "data_dir": str(RECSYS_FIXTURES)}
+
+
+def _offline_points(overrides):
+    return expand("recsys", "offline", variants=["dot"], seeds=[0], overrides=overrides)
+
+
+def test_user_atomic_files_under_their_own_name_validate():
+    points = _offline_points(MY_SHOP)
+    assert {p.params["dataset"] for p in points} == {"my_shop"}
+    assert spec.inter_file("my_shop", str(RECSYS_FIXTURES)) == RECSYS_FIXTURES / "my_shop" / "my_shop.inter"
+    assert spec.inter_columns(spec.inter_file("my_shop", str(RECSYS_FIXTURES)))[:2] == ["user_id", "item_id"]
+    with pytest.raises(ParamError, match="parameter 'dataset': input should be 'ml-100k'.*got 'my_shop'"):
+        _offline_points({"dataset": "my_shop"})  # a name of one's own needs data_dir
+    with pytest.raises(ParamError, match="parameter 'dataset'"):
+        _offline_points({"dataset": "../my_shop", "data_dir": str(RECSYS_FIXTURES)})  # a folder name, no path
+
+
+def test_user_atomic_files_load_unfiltered(tmp_path):
+    setup = _build(_params(tmp_path, **MY_SHOP))
+    summary = pipeline.describe_data(setup)
+    assert (summary["users"], summary["items"], summary["interactions"]) == (8, 10, 48)  # every row kept
+    assert setup.config["data_path"].endswith("recsys/my_shop")
+
+
+@pytest.mark.parametrize("name", ["ml-1m", "my_shop"])
+def test_user_atomic_files_missing_or_without_user_id_fail_before_compute(tmp_path, name):
+    overrides = {"dataset": name, "data_dir": str(tmp_path)}
+    with pytest.raises(ParamError, match=f"RecBole atomic file not found: .*{name}/{name}.inter"):
+        _offline_points(overrides)
+    folder = tmp_path / name
+    folder.mkdir()
+    rows = (RECSYS_FIXTURES / "my_shop" / "my_shop.inter").read_text().splitlines()
+    header = rows[0].replace("user_id:token", "customer:token")
+    (folder / f"{name}.inter").write_text("\n".join([header, *rows[1:4]]) + "\n")
+    with pytest.raises(ParamError, match="header lacks \\['user_id'\\]"):
+        _offline_points(overrides)
+
+
 def test_paper_profile_expands_with_fixture_dir():
     points = expand(
         "recsys", "paper", variants=["dnorm"], seeds=[0], overrides={"data_dir": str(RECSYS_FIXTURES)}
@@ -325,3 +365,6 @@ class TestRecsysContract(FamilyContract):
         assert set(record["curves"]) >= {"train_loss", "valid_ndcg_at_10", "item_norm_by_popularity"}
         assert (run_dir / "recbole_checkpoints").is_dir() and (run_dir / "recbole.log").is_file()
         assert record["params"]["threads"] == 1 and record["params"]["device"] == "cpu"
+        assert (
+            metrics["fisher_prefers_qnorm"] in (-1.0, 0.0, 1.0) and record["extra"]["fisher"]["n_pairs"] > 0
+        )

@@ -5,6 +5,7 @@ data checks, the evaluation path on fixtures and a run that trains in two proces
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,12 @@ from embsym_lib.families.retrieval import pipeline, rag
 from embsym_lib.families.retrieval.spec import RetrievalParams
 from embsym_lib.ir_metrics import evaluate_run, exact_match, exact_search, to_run, token_f1
 from embsym_lib.params import ParamError, expand
+from embsym_lib.records import DATA_ENV, OUTPUTS_ENV, PROJECT_ROOT
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, LearnableSimilarity, pairwise
 
 FIXTURES = Path(__file__).parent / "fixtures" / "retrieval"
+USER = "tests/fixtures/retrieval_user"  # users' own BEIR folders (relative: to the project root)
+PLANETS = f"path:{USER}/planets"
 TINY = {
     "test_sets": ["pydoc_scientific", "pydoc_stdlib"],
     "test_queries": 10,
@@ -41,6 +45,15 @@ TINY = {
     "rag_questions": 4,
     "encoder_overrides": {"scratch": {"n_train_pairs": 32, "epochs": 1.0}},
 }
+
+
+@pytest.fixture(autouse=True)
+def _one_pydoc_cache(monkeypatch):
+    """This module's runs share one generated pydoc benchmark (the project's own sweep cache,
+    outputs/data/retrieval, where `make reproduce` keeps it) instead of generating it again (~1.5 min)
+    under each test's outputs folder; ``$EMBSYM_DATA`` wins where it is set."""
+    if not os.environ.get(DATA_ENV):
+        monkeypatch.setenv(DATA_ENV, str(PROJECT_ROOT / "outputs" / "data"))
 
 
 class TestRetrievalContract(FamilyContract):
@@ -67,6 +80,16 @@ class TestRetrievalContract(FamilyContract):
         ({"gather_across_devices": "yes"}, "parameter 'gather_across_devices'"),
         ({"train_processes": 0}, "parameter 'train_processes'"),
         ({"fisher_variants": ["euclidean"]}, "parameter 'fisher_variants.0'"),
+        ({"train": "no"}, "parameter 'train'"),
+        ({"test_sets": [f"path:{USER}/nope"]}, "retrieval_user/nope' does not exist"),
+        ({"test_sets": [f"path:{USER}/no_qrels"]}, "missing qrels/test.tsv in"),
+        ({"test_sets": [f"path:{USER}/bad_header"]}, "expected a BEIR qrels header"),
+        ({"test_sets": [f"path:{USER}/bad_json"]}, "corpus.jsonl, line 1: not JSON"),
+        ({"test_sets": ["path:"]}, "names no folder"),
+        ({"test_sets": ["path:/data/scifact"]}, "would mix its results with the paper's 'scifact'"),
+        ({"test_sets": ["path:/data/mean"]}, "would mix its results"),
+        ({"test_sets": [PLANETS, "path:/elsewhere/planets"]}, "would both report as 'planets'"),
+        ({"test_sets": [f"{USER}/planets"]}, f"write 'path:{USER}/planets'"),
     )
     unit_means = {
         "ndcg10/pydoc_scientific": "ndcg10_pydoc_scientific",
@@ -98,13 +121,15 @@ class TestRetrievalHook(HookEqualsGrid):
 
 
 def fake_records() -> pd.DataFrame:
+    """Fine-tuned runs of two encoders, and evaluation-only (PT) runs of minilm: a fixed model, the same
+    at every seed, well below the fine-tuned ones."""
     rng = np.random.default_rng(0)
     rows = []
-    for encoder in ("minilm", "scratch"):
+    for encoder, train in (("minilm", True), ("scratch", True), ("minilm", False)):
         for v in VARIANTS:
             for seed in (0, 1):
                 base = {"cosine": 0.5, "dot": 0.52, "qnorm": 0.53, "dnorm": 0.5, "learn": 0.51}[v]
-                base += rng.normal(0, 0.01)
+                base += rng.normal(0, 0.01) if train else -0.2
                 datasets = {
                     n: {
                         "group": "in_domain" if n == "pydoc_scientific" else "ood",
@@ -135,6 +160,7 @@ def fake_records() -> pd.DataFrame:
                 }
                 params = {
                     "encoder": encoder,
+                    "train": train,
                     "reader": "offline:tiny-t5",
                     "irrelevant_pool": "corpus",
                     "test_sets": list(rdata.PYDOC_TEST_SETS),
@@ -152,13 +178,40 @@ def fake_records() -> pd.DataFrame:
                     }
                 )
     df = frame(rows)
-    return df.assign(encoder=[p["encoder"] for p in df["params"]], **pd.DataFrame(list(df["metrics"])))
+    return df.assign(
+        encoder=[p["encoder"] for p in df["params"]],
+        train=[p["train"] for p in df["params"]],
+        **pd.DataFrame(list(df["metrics"])),
+    )
 
 
 def test_learn_gammas_are_loss_parameters():
     loss = st.retrieval_loss(torch.nn.Module(), st.retrieval_similarity("learn"), 20.0)
     names = {n for n, _ in loss.named_parameters()}
     assert {"similarity_fct.raw_gamma_q", "similarity_fct.raw_gamma_d"} <= names
+
+
+@pytest.mark.parametrize("variant", ["cosine", "dot", "qnorm", "dnorm", "learn"])
+def test_scale_matched_trains_at_one_effective_temperature_and_evaluates_as_the_variant(variant):
+    from embsym_lib.similarity import ScaleMatched, make_similarity
+
+    torch.manual_seed(0)
+    q, d = 3 * torch.randn(8, 6, dtype=torch.float64), 0.5 * torch.randn(8, 6, dtype=torch.float64)
+    hook = st.retrieval_loss(None, st.retrieval_similarity(variant, scale_matched=True)).similarity_fct
+    assert isinstance(hook, ScaleMatched)
+    plain = make_similarity(variant)
+    # training: the plain variant's logits divided by a batch constant (so one ranking per query) ...
+    ratio = hook(q, d) / plain(q, d)
+    assert torch.allclose(ratio, ratio[0, 0].expand_as(ratio), rtol=1e-5)
+    # ... which brings every variant's mean un-normalized factor to 1 (cosine's is 1 already)
+    scaled = hook(10 * q, 10 * d) / hook(q, d)
+    assert torch.allclose(scaled, torch.ones_like(scaled), rtol=1e-4) or variant == "learn"
+    # evaluation ranks with the variant itself (a corpus chunk's batch mean must not enter a score)
+    evaluated = st.grid_similarity(hook)
+    assert not isinstance(evaluated, ScaleMatched) and evaluated.variant == variant
+    if variant == "learn":  # γ are still the loss's parameters
+        loss = st.retrieval_loss(torch.nn.Module(), hook, 20.0)
+        assert {"similarity_fct.similarity.raw_gamma_q"} <= {n for n, _ in loss.named_parameters()}
 
 
 def test_one_encoder_registry_for_both_families():
@@ -346,7 +399,8 @@ def test_evaluate_on_fixture_with_random_embeddings():
 
 def test_retrieval_claims_on_fake_records():
     out = evaluate(fake_records(), load_claims(["retrieval"])).set_index(["id", "setting"])
-    assert out.loc[("retrieval.rag.qnorm_beats_cosine", "encoder=minilm"), "reason"].startswith(
+    minilm = "encoder=minilm"  # a claim that does not name train sees the fine-tuned runs only
+    assert out.loc[("retrieval.rag.qnorm_beats_cosine", minilm), "reason"].startswith(
         "the offline reader is a randomly initialised tiny T5"
     )
     assert (
@@ -354,8 +408,213 @@ def test_retrieval_claims_on_fake_records():
         in out.loc["retrieval.contriever.qnorm_beats_cosine.id", "reason"].iloc[0]
     )
     # four test sets: no correlation across them can reach significance, and the row says so
-    corr = out.loc[("retrieval.cohen_d_tracks_relative_gain", "encoder=minilm")]
+    corr = out.loc[("retrieval.cohen_d_tracks_relative_gain", minilm)]
     assert corr["verdict"] == "inconclusive" and "cannot reach significance" in corr["reason"]
+    # the PT claim pairs each fine-tuned seed with the evaluation-only runs of the same variant
+    pt = out.loc[("retrieval.finetuning_beats_pretrained", "encoder=minilm")]
+    assert pt["verdict"] == "supported" and pt["n_seeds"] == 2
+    assert len(pt["contrasts"]) == len(VARIANTS) and pt["baseline"] < 0.4
+    # the evaluation-only runs enter only the claims that name train: no other row is about them
+    assert not any("train" in setting for claim_id, setting in out.index if claim_id != pt.name[0])
+
+
+def test_offline_profile_runs_pt_for_every_variant_and_seed():
+    points = expand("retrieval", "offline", check_data=False)
+    pt = [p for p in points if not p.params["train"]]
+    fine_tuned = [p for p in points if p.params["train"]]
+    assert {(p.params["variant"], p.params["seed"]) for p in pt} == {
+        (v, s) for v in VARIANTS for s in (0, 1, 2)
+    }
+    assert {p.params["encoder"] for p in pt} == {"minilm"}
+    plain = [p for p in fine_tuned if not p.params["scale_matched"]]
+    assert {p.params["encoder"] for p in plain} == {"minilm", "scratch"} and len(plain) == 30
+    matched = [p for p in fine_tuned if p.params["scale_matched"]]
+    assert {p.params["encoder"] for p in matched} == {"scratch"} and len(matched) == 15
+    # --set train=false restricts every block to evaluation-only runs
+    only = expand("retrieval", "offline", variants=["dot"], seeds=[0], overrides={"train": False})
+    assert sorted(p.params["encoder"] for p in only) == ["minilm", "scratch"]
+    assert not any(p.params["train"] for p in only)
+
+
+# ----------------------------------------------------------------------------------------------
+# users' own BEIR folders (test_sets: path:<folder>) and evaluation-only runs
+
+
+def test_user_folder_loads_with_notes_and_its_own_group():
+    info = rdata.resolve_test_set(PLANETS)
+    assert (info.name, info.group, info.in_domain, info.user) == ("planets", "planets", None, True)
+    assert Path(info.path).is_absolute()  # relative to the project root
+    data = rdata.load_test_set(PLANETS, "/unused")
+    assert data.sizes() == {"queries": 12, "corpus": 24, "qrels": 16}
+    assert "q_unjudged" not in data.queries and data.qrels["q9"] == {"doc9": 1, "other8": 1}
+    assert data.notes == {
+        "folder": info.path,
+        "judged_queries_without_text": 1,
+        "judgments_of_missing_documents": 1,
+        "queries_without_a_relevant_document": 0,
+    }
+    small = pipeline.subsample(data, 3, 10)
+    assert small.notes == data.notes and len(small.corpus) == 10
+    assert pipeline.user_data_report({"planets": small})["planets"]["evaluated"] == small.sizes()
+
+
+def test_user_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="no query of queries.jsonl has a relevant document"):
+        rdata.load_test_set(f"path:{USER}/no_judged_query", "/unused")
+    for folder, message in (
+        ("bad_header", "expected a BEIR qrels header"),
+        ("bad_json", "line 1: not JSON"),
+        ("no_qrels", "missing qrels/test.tsv"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            beir.check_beir_folder(FIXTURES.parent / "retrieval_user" / folder)
+    # what a cheap check cannot see, loading reports with the line
+    bad = tmp_path / "broken"
+    beir.write_beir(bad, {"d1": {"text": "x"}}, {"q1": "y"}, {"q1": {"d1": 1}})
+    (bad / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tmany\n")
+    with pytest.raises(ValueError, match="line 2: score 'many' is not a number"):
+        rdata.load_test_set(f"path:{bad}", "/unused")
+    (bad / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (bad / "queries.jsonl").write_text('{"_id": "q1", "text": "y"}\n{"_id": "q2"}\n')
+    with pytest.raises(ValueError, match="queries.jsonl, record 2: expected an object with '_id', 'text'"):
+        rdata.load_test_set(f"path:{bad}", "/unused")
+    with pytest.raises(ValueError, match="would both report as 'planets'"):
+        rdata.check_test_sets([PLANETS, "path:planets"])
+
+
+def test_user_sets_stay_out_of_the_paper_means():
+    def result(group, ndcg, in_domain=False, user=False):
+        r = {"group": group, "in_domain": in_domain, "ndcg10": ndcg, "mrr10": ndcg, "recall100": ndcg}
+        r.update(cross_ndcg10=dict.fromkeys(FIXED_VARIANTS, ndcg), cohen_d=ndcg, query_norm_cv=ndcg)
+        return {**r, **({"user": True, "in_domain": None} if user else {})}
+
+    paper = {"pydoc_scientific": result("in_domain", 0.6, True), "pydoc_web": result("ood", 0.2)}
+    mine = {"planets": result("planets", 0.9, user=True), "moons": result("moons", 0.5, user=True)}
+    trained = {"best_dev_ndcg10": 0.5, "similarity": "cosine"}
+    alone = pipeline.flat_metrics(paper, trained, {}, {})
+    both = pipeline.flat_metrics({**paper, **mine}, trained, {}, {})
+    for key in ("ndcg10_mean", "ndcg10_id", "ndcg10_ood", "xeval_ndcg10_dot", "cohen_d_mean"):
+        assert both[key] == pytest.approx(alone[key]), key
+    assert both["ndcg10_planets"] == 0.9 and both["ndcg10_user"] == pytest.approx(0.7)
+    assert "ndcg10_user" not in alone
+    only = pipeline.flat_metrics(mine, {**trained, "best_dev_ndcg10": None}, {}, {})
+    assert only["ndcg10_mean"] == pytest.approx(0.7) and "ndcg10_id" not in only
+    assert "dev_ndcg10_best" not in only  # an evaluation-only run has no dev evaluation
+    assert "paper-comparable" in pipeline.aggregate_note(mine)
+    assert "leave" not in pipeline.aggregate_note(paper)
+
+
+def test_evaluation_only_reads_no_pydoc_for_users_folders_alone(monkeypatch):
+    def no_pydoc(*a, **k):
+        raise AssertionError("the pydoc benchmark was generated")
+
+    monkeypatch.setattr(rdata, "pydoc_dir", no_pydoc)
+    params = schema.validate(
+        RetrievalParams,
+        {"train": False, "test_sets": [PLANETS], "rag_sets": [], "variant": "qnorm"},
+        "t",
+    )
+    data = pipeline.prepare_data(params)
+    assert data["root"] is None and data["train"] == [] and data["dev"] is None and data["heldout"] == []
+    assert list(data["tests"]) == ["planets"]
+    assert pipeline.needs_data_root({**params, "variant": "cosine"})  # the Fisher predictor's pairs
+    assert pipeline.needs_data_root({**params, "train": True})
+
+
+def test_pydoc_cache_lives_in_the_generated_data_dir(tmp_path, monkeypatch):
+    made = []
+
+    def fake_generate(folder, sizes):
+        made.append(folder)
+        Path(folder).mkdir(parents=True)
+        return {"sets": {}}
+
+    monkeypatch.setattr(rdata, "generate_pydoc", fake_generate)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "data"))
+    first = rdata.pydoc_dir()
+    assert first.parent == tmp_path / "data" / "retrieval" and (first / "manifest.json").exists()
+    assert rdata.pydoc_dir() == first and len(made) == 1  # reused
+    monkeypatch.delenv(DATA_ENV)
+    monkeypatch.setenv(OUTPUTS_ENV, str(tmp_path / "sweep"))
+    assert rdata.pydoc_dir().parent == tmp_path / "sweep" / "data" / "retrieval"
+
+
+def test_table1_layout_shows_pt_beside_fine_tuned_and_users_folders_apart():
+    from embsym_lib.families.retrieval import tables
+
+    df = fake_records()
+    table = tables.ours_table(df)
+    minilm = table[(table["encoder"] == "minilm") & (table["benchmark"] == "mean")]
+    assert list(minilm["stage"]) == [tables.PT, tables.FT]
+    assert minilm.iloc[0]["cosine"] == "30.00 ± 0.00"  # one fixed model: no spread over seeds
+    assert set(table[table["encoder"] == "scratch"]["stage"]) == {tables.FT}
+    assert "stage" not in tables.ours_table(df[df["train"]]).columns  # no PT runs: the layout as before
+    # the fixed-scale ablation's runs are an arm of their own, never pooled with the plain scratch runs
+    matched = df[df["encoder"] == "scratch"].copy()
+    matched["params"] = [{**p, "scale_matched": True} for p in matched["params"]]
+    matched[[c for c in matched.columns if c.startswith("ndcg10")]] = 0.0
+    both = pd.concat([df, matched], ignore_index=True).drop(columns="encoder")
+    table1 = tables.sections(both)[0].table
+    arms = table1[table1["benchmark"] == "mean"].set_index(["encoder", "stage"])
+    assert arms.loc[("scratch (scale-matched)", tables.FT), "cosine"] == "0.00 ± 0.00"
+    assert arms.loc[("scratch", tables.FT), "cosine"] != "0.00 ± 0.00"
+    # a user's folder: its own row, last, marked; the means do not include it
+    with_user = df.copy()
+    with_user["ndcg10_planets"] = 0.9
+    with_user["extra"] = [
+        {**e, "datasets": {**e["datasets"], "planets": {"group": "planets", "user": True}}}
+        for e in with_user["extra"]
+    ]
+    rows = tables.ours_table(with_user)
+    assert rows[rows["encoder"] == "minilm"]["benchmark"].iloc[-1] == "planets (your folder)"
+    # the sections about training leave the evaluation-only runs out
+    items = tables.sections(df)
+    cross = next(i for i in items if "Cross-evaluation, minilm" in i.text)
+    assert cross.table.loc["cosine", "cosine"] == pytest.approx(
+        100
+        * df[(df["encoder"] == "minilm") & df["train"] & (df["variant"] == "cosine")][
+            "xeval_ndcg10_cosine"
+        ].mean(),
+        abs=0.01,  # the section rounds to two decimals
+    )
+
+
+def test_cli_refuses_a_bad_user_folder_with_exit_code_2(tmp_path, capsys):
+    from embsym_lib import cli
+
+    argv = ["run", "retrieval", "--variants", "cosine", "--seeds", "0", "--outputs", str(tmp_path)]
+    assert cli.main([*argv, "--set", f"test_sets=[path:{USER}/bad_header]"]) == 2
+    assert "expected a BEIR qrels header" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
+@pytest.mark.slow
+def test_cli_evaluates_a_user_folder_without_training(tmp_path, monkeypatch):
+    """`embsym run retrieval --set train=false --set test_sets=[path:<folder>]`: the pretrained MiniLM
+    scored on the user's BEIR folder under two variants; no pydoc benchmark is generated."""
+    from embsym_lib import cli
+
+    monkeypatch.delenv(DATA_ENV)  # generated data would go under tmp_path/data
+    sets = ["train=false", "encoder=minilm", f"test_sets=[{PLANETS}]", "rag_sets=[]", "fisher_pairs=0"]
+    argv = ["run", "retrieval", "--variants", "cosine", "dot", "--seeds", "0", "--outputs", str(tmp_path)]
+    assert cli.main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
+    records = {
+        r["variant"]: r for r in (json.loads(p.read_text()) for p in tmp_path.glob("retrieval/*/record.json"))
+    }
+    assert set(records) == {"cosine", "dot"}
+    assert not (tmp_path / "data").exists()  # nothing generated
+    for record in records.values():
+        metrics, extra = record["metrics"], record["extra"]
+        assert record["status"] == "complete" and record["params"]["train"] is False
+        assert extra["stage"] == "pretrained (evaluation only)" and extra["total_steps"] == 0
+        assert 0.0 <= metrics["ndcg10_planets"] <= 1.0 and metrics["ndcg10_mean"] == metrics["ndcg10_planets"]
+        assert "dev_ndcg10_best" not in metrics and record["curves"] == {}
+        assert extra["datasets"]["planets"]["group"] == "planets" and extra["datasets"]["planets"]["user"]
+        assert extra["user_data"]["planets"]["judgments_of_missing_documents"] == 1
+        assert record["units"] == {f"{m}/planets": 12 for m in ("ndcg10", "mrr10", "recall100")}
+    # one encoder, two scorings: each run's own metric is the other's cross-evaluation entry
+    cosine, dot = records["cosine"]["metrics"], records["dot"]["metrics"]
+    assert dot["ndcg10_planets"] == pytest.approx(cosine["xeval_ndcg10_dot"])
 
 
 @pytest.mark.slow
@@ -373,6 +632,7 @@ def test_notebook_trains_in_two_processes(tmp_path):
         seeds=[0],
         overrides={
             "encoder": "scratch",
+            "scale_matched": False,
             "test_sets": ["pydoc_scientific"],
             "test_queries": 6,
             "test_corpus": 20,
@@ -388,7 +648,8 @@ def test_notebook_trains_in_two_processes(tmp_path):
             "gather_across_devices": True,
         },
     )
-    (result,) = run_grid(points, outputs_dir=tmp_path)
+    # the profile's evaluation-only block (encoder set to scratch by the override) trains nothing
+    (result,) = run_grid([p for p in points if p.params["train"]], outputs_dir=tmp_path)
     assert result.status == "complete", result.error
     record = result.record
     assert record["extra"]["training"] == {

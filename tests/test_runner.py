@@ -1,4 +1,5 @@
 import json
+import os
 
 import nbformat
 import pytest
@@ -18,7 +19,9 @@ def test_resume_and_failure_isolation(dummy_family, tmp_path):
     failing = expand(
         "dummy", "offline", variants=["dot"], seeds=[5], overrides={"fail": True}, params_dir=params_dir
     )
+    environment = dict(os.environ)
     results = run_grid([points[0], *failing, points[1]], outputs)
+    assert dict(os.environ) == environment, "the kernels' environment stays with the sweep"
     assert [r.status for r in results] == ["complete", "failed", "complete"]
     assert "fails on purpose" in results[1].error
     failed_record = json.loads((results[1].run_dir / "record.json").read_text())
@@ -51,7 +54,7 @@ def test_cli_rejects_bad_input_before_any_compute(tmp_path, capsys):
 def test_cli_dry_run_and_list(capsys, tmp_path):
     assert cli.main(["run", "synthetic", "--dry-run", "--variants", "dot", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
-    assert "3 grid point(s)" in out and "task=symmetric variant=dot seed=0" in out
+    assert "5 grid point(s)" in out and "task=symmetric variant=dot seed=0" in out
     assert cli.main(["list", "--outputs", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "synthetic" in out and "offline" in out and "records: none" in out

@@ -22,6 +22,7 @@ from embsym_lib.params import expand
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, paired
 
 FIXTURES = "tests/fixtures/sts"
+USER = "tests/fixtures/sts_user"  # users' own pairs files
 TINY = {
     "n_train": 64,
     "n_dev": 8,
@@ -59,6 +60,11 @@ class TestStsContract(FamilyContract):
             "encoder_overrides\\['scratch'\\]\\['lr'\\]",
         ),
         ({"evaluate_dev": 1}, "parameter 'evaluate_dev'"),
+        ({"train": "no"}, "parameter 'train'"),
+        ({"test_file": "no/such/pairs.tsv"}, "test_file: pairs file '.*no/such/pairs.tsv' not found"),
+        ({"test_file": f"{USER}/no_score_column.tsv"}, "test_file: .*missing column 'score'"),
+        ({"test_file": f"{USER}/score_out_of_range.tsv"}, "line 5: score 5.5 is outside \\[0, 5\\]"),
+        ({"test_file": f"{USER}/score_not_a_number.csv"}, "line 3: score 'n/a' is not a number"),
     )
 
     def expands_without_data(self, profile: str) -> bool:
@@ -87,9 +93,10 @@ class TestStsHook(HookEqualsGrid):
 
 
 def fake_records() -> pd.DataFrame:
+    """Fine-tuned runs of two encoders and evaluation-only (PT) runs of minilm."""
     rng = np.random.default_rng(0)
     rows = []
-    for encoder in ("minilm", "scratch"):
+    for encoder, train in (("minilm", True), ("scratch", True), ("minilm", False)):
         for variant in VARIANTS:
             for seed in (0, 1, 2):
                 metrics = {f"spearman_as_{v}": float(rng.uniform(0.3, 0.9)) for v in FIXED_VARIANTS}
@@ -109,13 +116,17 @@ def fake_records() -> pd.DataFrame:
                         "family": "sts",
                         "variant": variant,
                         "seed": seed,
-                        "params": {"encoder": encoder},
+                        "params": {"encoder": encoder, "train": train},
                         "metrics": metrics,
-                        "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}},
+                        "curves": {"train_loss": {"x": [1, 2], "y": [0.3, 0.2]}} if train else {},
                     }
                 )
     df = frame(rows)
-    return df.assign(encoder=[p["encoder"] for p in df["params"]], **pd.DataFrame(list(df["metrics"])))
+    return df.assign(
+        encoder=[p["encoder"] for p in df["params"]],
+        train=[p["train"] for p in df["params"]],
+        **pd.DataFrame(list(df["metrics"])),
+    )
 
 
 def _pair(seed: int = 0, n: int = 12, dim: int = 8):
@@ -292,7 +303,7 @@ def test_scratch_trains_with_its_own_values():
 
 def test_claims_name_the_encoder_settings():
     df = fake_records()
-    df = df[df["variant"] != "dnorm"]
+    df = df[(df["variant"] != "dnorm") & df["train"]]
     table = evaluate(df, load_claims(["sts"])).set_index(["id", "setting"])
     assert {s for _, s in table.index} == {"encoder=minilm", "encoder=scratch"}
     one_sided = table.loc["sts.one_sided_below_cosine"]
@@ -300,3 +311,101 @@ def test_claims_name_the_encoder_settings():
     assert one_sided["reason"].str.contains("no runs of dnorm").all()
     ref = tables.reference()
     assert set(ref["setting"]) == {"contriever", "retromae"} and "learn" not in set(ref["variant"])
+
+
+# ----------------------------------------------------------------------------------------------
+# a user's own pairs file (test_file) and evaluation-only runs (train: false)
+
+
+def test_pairs_file_in_every_stsb_layout(tmp_path):
+    tsv = data.read_pairs_file(f"{USER}/pairs.tsv")  # a header, an extra column, tab-separated
+    assert len(tsv) == 20 and list(tsv.columns) == list(data.COLUMNS)
+    assert tsv.iloc[0].tolist() == ["A man is playing a guitar.", "A man plays the guitar.", 4.8]
+    csv_pairs = data.read_pairs_file(f"{USER}/pairs.csv")  # columns in another order, CSV quoting
+    assert csv_pairs.iloc[-1].tolist() == ['He said "yes, of course", smiling.', "He agreed, smiling.", 2.5]
+    headerless = data.read_pairs_file(f"{FIXTURES}/stsb_original/sts-test.csv")  # the STS benchmark's
+    pd.testing.assert_frame_equal(headerless, data.load_stsb(f"{FIXTURES}/stsb_original")["test"])
+    gz = tmp_path / "pairs.tsv.gz"
+    import gzip
+
+    gz.write_bytes(gzip.compress(open(f"{USER}/pairs.tsv", "rb").read()))
+    pd.testing.assert_frame_equal(data.read_pairs_file(gz), tsv)
+    assert data.check_pairs_file(f"{USER}/pairs.tsv") == 20
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sentence1,score\na,1\nb,2\n", "missing column 'sentence2'"),
+        ("text_a\ttext_b\tlabel\na\tb\t1\n", "missing columns: expected a header naming"),
+        ("sentence1\tsentence2\tscore\na\tb\t1\nc\t\t2\n", "line 3: sentence2 is empty"),
+        ("sentence1\tsentence2\tscore\na\tb\t1\nc\td\n", "line 3: expected at least 3 columns, got 2"),
+        ("sentence1,sentence2,score\na,b,-0.5\nc,d,2\n", "line 2: score -0.5 is outside \\[0, 5\\]"),
+        ("sentence1,sentence2,score\na,b,nan\nc,d,2\n", "line 2: score nan is outside"),
+        ("sentence1,sentence2,score\na,b,1\n", "1 pair\\(s\\); a correlation needs at least 2"),
+        ("sentence1,sentence2,score\na,b,3\nc,d,3\n", "every score is 3: no correlation"),
+        ("\n", "the first line is empty"),
+    ],
+)
+def test_pairs_file_errors_name_the_line(tmp_path, text, message):
+    path = tmp_path / "pairs.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        data.read_pairs_file(path)
+
+
+def test_test_file_replaces_the_test_split_and_evaluation_only_trains_nothing():
+    (point,) = expand(
+        "sts",
+        "offline",
+        variants=["qnorm"],
+        seeds=[0],
+        overrides={"encoder": "minilm", "train": False, "test_file": f"{USER}/pairs.tsv"},
+    )
+    splits = pipeline.load_pairs(point.params)
+    pd.testing.assert_frame_equal(splits["test"], data.read_pairs_file(f"{USER}/pairs.tsv"))
+    assert len(splits["train"]) == 384  # the dataset's train split, unused without training
+    history = pipeline.train(None, None, splits, point.params)
+    assert history == {"loss_x": [], "loss_y": [], "dev_x": [], "dev_y": []}
+    assert pipeline.curves_of(history) == {}
+    assert pipeline.test_data(point.params).startswith("your file ") and "pairs.tsv" in pipeline.test_data(
+        point.params
+    )
+
+
+def test_table5_shows_evaluation_only_rows_apart():
+    df = fake_records()
+    table = tables.table5(df)
+    assert {"ours: minilm", "ours: scratch", "ours: minilm (PT, evaluation only)"} <= set(table.index)
+    items = tables.sections(df)
+    before_after = next(i for i in items if i.text.startswith("**Before vs after"))
+    assert before_after.table.index.get_level_values("encoder").tolist().count("minilm") == len(VARIANTS)
+    assert tables.sections(df[~df["train"]])  # evaluation-only runs alone still give Table 5
+
+
+@pytest.mark.slow
+def test_cli_scores_a_user_pairs_file_without_training(tmp_path):
+    """`embsym run sts --set train=false --set test_file=<file>`: the pretrained MiniLM scored on the
+    user's pairs under two variants, nothing trained."""
+    import json
+
+    from embsym_lib import cli
+
+    sets = ["train=false", "encoder=minilm", f"test_file={USER}/pairs.tsv"]
+    argv = ["run", "sts", "--variants", "cosine", "dot", "--seeds", "0", "--outputs", str(tmp_path)]
+    assert cli.main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
+    records = {
+        r["variant"]: r for r in (json.loads(p.read_text()) for p in tmp_path.glob("sts/*/record.json"))
+    }
+    assert set(records) == {"cosine", "dot"}
+    for record in records.values():
+        metrics, extra = record["metrics"], record["extra"]
+        assert record["status"] == "complete" and record["params"]["train"] is False
+        assert extra["stage"] == "pretrained (evaluation only)" and extra["test_pairs"] == 20
+        assert extra["test_data"].endswith("tests/fixtures/sts_user/pairs.tsv")
+        assert metrics["spearman"] == metrics["spearman_untrained"] and -1 <= metrics["spearman"] <= 1
+        assert "train_loss_final" not in metrics and record["curves"] == {}
+    # one encoder, two scorings: each run's metric is the other's cross-evaluation entry
+    assert records["dot"]["metrics"]["spearman"] == pytest.approx(
+        records["cosine"]["metrics"]["spearman_as_dot"]
+    )

@@ -11,6 +11,7 @@ from embsym_lib import collate, testbed
 from embsym_lib.claims import VERDICTS, evaluate
 from embsym_lib.collate import load_records
 from embsym_lib.families import get_family
+from embsym_lib.similarity import ScaleMatched, make_similarity
 
 
 def test_tasks_are_deterministic_and_carry_their_ground_truth():
@@ -32,13 +33,44 @@ def test_tasks_are_deterministic_and_carry_their_ground_truth():
 def test_scale_matching_equalizes_the_mean_magnitude_factor():
     q, d = torch.randn(8, 4) * 5, torch.randn(8, 4) * 3
     for variant in ("cosine", "dot", "qnorm", "dnorm"):
-        from embsym_lib.similarity import make_similarity
-
-        scores = testbed.ScaleMatched(make_similarity(variant)).pairwise(q, d)
+        scores = ScaleMatched(make_similarity(variant)).pairwise(q, d)
         unit = make_similarity("cosine").pairwise(q, d)
         # Same directions: the matched scores are cosine times a relative magnitude with batch mean 1.
         ratio = scores / unit
         assert ratio.mean().item() == pytest.approx(1.0, rel=1e-5)
+
+
+def test_the_two_by_two_design_puts_the_label_where_it_says():
+    """symmetric_signal: the label moves with the inputs' norms; symmetric: it does not (nuisance).
+    asymmetric_nuisance: relevance ignores document quality, document norms vary at random."""
+    import numpy as np
+
+    def norm_label_correlation(task):
+        norms = task.test_a.norm(dim=-1) * task.test_b.norm(dim=-1)
+        return float(np.corrcoef(norms.log().numpy(), task.test_y.numpy())[0, 1])
+
+    assert (
+        norm_label_correlation(testbed.make_symmetric_task(n_train=64, n_test=2000, magnitude_signal=0.5))
+        > 0.3
+    )
+    assert abs(norm_label_correlation(testbed.make_symmetric_task(n_train=64, n_test=2000))) < 0.1
+    plain = testbed.make_asymmetric_task(n_docs=300, n_train=64, n_test=200)
+    nuisance = testbed.make_asymmetric_task(
+        n_docs=300, n_train=64, n_test=200, quality_weight=0.0, doc_magnitude_noise=0.5
+    )
+    rel = {j for docs in nuisance.test_relevant for j in docs}
+    assert abs(nuisance.doc_quality[list(rel)].mean() - nuisance.doc_quality.mean()) < 0.3
+    assert nuisance.doc_x.norm(dim=-1).std() > 1.5 * plain.doc_x.norm(dim=-1).std()
+    # without the new options the tasks are the ones before: same draws, same data
+    assert torch.equal(plain.doc_x, testbed.make_asymmetric_task(n_docs=300, n_train=64, n_test=200).doc_x)
+
+
+def test_the_ablation_takes_updates_of_one_fixed_norm():
+    task = testbed.make_asymmetric_task(n_docs=300, n_train=256, n_test=20, n_heldout=64)
+    out = testbed.train_asymmetric(
+        task, "qnorm", 0, epochs=1, batch_size=64, hidden=16, embed_dim=8, ablation=True, sgd_lr=0.05
+    )
+    assert out["curves"]["update_norm"]["y"] == pytest.approx([0.05], rel=1e-6)
 
 
 def test_ranking_metrics_against_hand_computed_values():
@@ -61,7 +93,7 @@ def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
         assert r.record["git"]["commit"] and r.record["versions"]["torch"]
         assert r.record["memory"]["peak_rss_mib"] > 0
         if r.point.params["task"] == "asymmetric":
-            assert m["fisher_kappa_qnorm"] >= 1 and len(r.record["curves"]["val_ndcg@10"]["y"]) == 2
+            assert m["fisher_log10_kappa_qnorm"] >= 0 and len(r.record["curves"]["val_ndcg@10"]["y"]) == 2
             # Document norms carry nothing under a normalized document side.
             assert (m["ndcg@10_drop_norm_shuffled"] == 0.0) == (r.point.params["variant"] == "cosine")
     df = load_records(synthetic_runs["outputs"], profile="offline", params_dir=synthetic_runs["params_dir"])
@@ -102,13 +134,19 @@ class TestSyntheticContract(FamilyContract):
     def fake_records(self) -> pd.DataFrame:
         rng = np.random.default_rng(0)
         rows = []
-        for task in ("asymmetric", "symmetric", "ablation"):
+        for task in ("asymmetric", "asymmetric_nuisance", "symmetric", "symmetric_signal", "ablation"):
             for variant in ("cosine", "dot", "qnorm", "dnorm", "learn"):
                 for seed in (0, 1, 2):
                     value = 0.5 + 0.05 * (variant == "qnorm") + rng.normal(0, 0.01)
-                    metric = "spearman" if task == "symmetric" else "ndcg@10"
+                    metric = "spearman" if task.startswith("symmetric") else "ndcg@10"
                     cross = {f"xeval_{v}_{metric}": value for v in ("cosine", "dot", "qnorm", "dnorm")}
-                    metrics = {metric: value, **cross, "fisher_kappa_qnorm": 10.0, "fisher_kappa_dnorm": 20.0}
+                    metrics = {
+                        metric: value,
+                        **cross,
+                        "fisher_log10_kappa_qnorm": 1.0,
+                        "fisher_log10_kappa_dnorm": 1.3,
+                        "fisher_prefers_qnorm": 1.0,
+                    }
                     metrics["ndcg@10_drop_norm_shuffled"] = 0.0 if variant == "cosine" else 0.01
                     curves = {f"val_{metric}": {"x": [1, 2], "y": [value - 0.1, value]}}
                     rows.append(
@@ -119,7 +157,7 @@ class TestSyntheticContract(FamilyContract):
                             "params": {"task": task},
                             "metrics": metrics,
                             "curves": curves,
-                            "extra": {"fisher_predicted": "qnorm"},
+                            "extra": {"fisher": {"predicted": "qnorm"}},
                         }
                     )
         df = frame(rows)
@@ -127,5 +165,6 @@ class TestSyntheticContract(FamilyContract):
 
     def check_record(self, record, run_dir):
         metrics = record["metrics"]
-        assert metrics["fisher_kappa_qnorm"] >= 1 and len(record["curves"]["val_ndcg@10"]["y"]) == 2
+        assert metrics["fisher_log10_kappa_qnorm"] >= 0 and metrics["fisher_prefers_qnorm"] in (-1, 0, 1)
+        assert len(record["curves"]["val_ndcg@10"]["y"]) == 2
         assert 0.0 < metrics["gamma_q"] < 1.0

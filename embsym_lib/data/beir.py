@@ -33,6 +33,7 @@ class RetrievalSet:
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
     excluded: dict[str, set[str]] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # what a user should know about the data
 
     def doc_ids(self) -> list[str]:
         return list(self.corpus)
@@ -66,9 +67,22 @@ def _need(path: Path) -> Path:
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with open(_need(Path(path)), encoding="utf-8") as f:
-        for line in f:
+        for line_no, line in enumerate(f, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {line_no}: not JSON ({e.msg})") from None
+
+
+def _records(path: Path, keys: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The rows of a BEIR jsonl file, each checked to have ``keys`` (ValueError naming the line)."""
+    for line_no, row in enumerate(read_jsonl(path), 1):
+        if not isinstance(row, dict) or not set(keys) <= set(row):
+            raise ValueError(
+                f"{path}, record {line_no}: expected an object with {', '.join(map(repr, keys))}"
+            )
+        yield row
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -96,19 +110,70 @@ def _find_table(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"missing retrieval data file: {folder / stem}.jsonl (or .parquet)")
 
 
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+def _check_qrels_header(path: Path, header: list[str] | None) -> None:
+    if header is None or [h.strip() for h in header[:2]] != list(QRELS_HEADER[:2]):
+        raise ValueError(f"{path}: expected a BEIR qrels header 'query-id\\tcorpus-id\\tscore', got {header}")
+
+
 def read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open(_need(Path(path)), encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
-        if header is None or [h.strip() for h in header[:2]] != ["query-id", "corpus-id"]:
-            raise ValueError(
-                f"{path}: expected a BEIR qrels header 'query-id\\tcorpus-id\\tscore', got {header}"
-            )
+        _check_qrels_header(path, header)
         for row in reader:
-            if row:
-                qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
+            if not row:
+                continue
+            if len(row) < 3:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: expected query-id, corpus-id and score "
+                    f"(tab-separated), got {row}"
+                )
+            try:
+                score = int(float(row[2]))
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: score {row[2]!r} is not a number"
+                ) from None
+            qrels.setdefault(row[0], {})[row[1]] = score
     return qrels
+
+
+def check_beir_folder(folder: Path, split: str = "test") -> None:
+    """Cheap checks, before any compute, that ``folder`` is in BEIR's format: the three files exist,
+    the qrels file has BEIR's header, and the first record of each jsonl file is an object with
+    ``_id`` and ``text``. ValueError saying what is wrong (loading checks every line)."""
+    folder = Path(folder)
+    needed = ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"]
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise ValueError(
+            f"missing {', '.join(missing)} in {folder} (BEIR format: corpus.jsonl, queries.jsonl, "
+            f"qrels/{split}.tsv)"
+        )
+    with open(folder / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
+        _check_qrels_header(folder / "qrels" / f"{split}.tsv", next(csv.reader(f, delimiter="\t"), None))
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        path = folder / name
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {line_no}: not JSON ({e.msg})") from None
+                if not isinstance(row, dict) or not {"_id", "text"} <= set(row):
+                    raise ValueError(
+                        f"{path}, line {line_no}: expected an object with '_id' and 'text', got "
+                        f"{sorted(row) if isinstance(row, dict) else type(row).__name__}"
+                    )
+                break
+            else:
+                raise ValueError(f"{path} is empty")
 
 
 def write_beir(
@@ -145,9 +210,9 @@ def load_beir(folder: Path, split: str = "test", name: str | None = None) -> Ret
         return _merge([load_beir(p, split, p.name) for p in subsets], name or folder.name)
     corpus = {
         str(r["_id"]): {"title": r.get("title", "") or "", "text": r.get("text", "") or ""}
-        for r in read_jsonl(folder / "corpus.jsonl")
+        for r in _records(folder / "corpus.jsonl", ("_id",))
     }
-    queries = {str(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl")}
+    queries = {str(r["_id"]): r["text"] for r in _records(folder / "queries.jsonl", ("_id", "text"))}
     qrels = read_qrels_tsv(folder / "qrels" / f"{split}.tsv")
     queries = {qid: text for qid, text in queries.items() if qid in qrels}
     return RetrievalSet(name or folder.name, corpus, queries, qrels)

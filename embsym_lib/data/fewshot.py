@@ -30,6 +30,19 @@ definitions (``learn2learn.vision.benchmarks``), which cannot be used directly b
   ``image_data`` uint8 [N, 84, 84, 3] and ``class_dict`` {wnid: [row indices]}) read by
   ``learn2learn.vision.datasets.MiniImagenet``: Ravi & Larochelle's 64 / 16 / 20 class split; pixels
   scaled to [0, 1] (the benchmark's ``data_augmentation="normalize"``).
+
+A user's own images ("folder"): torchvision's ``ImageFolder`` layout under ``data_dir``, either
+``<data_dir>/<class>/<images>`` or ``<data_dir>/{train,val,test}/<class>/<images>`` (``validation/`` is
+accepted for ``val/``). Image files are those with torchvision's extensions, found recursively inside a
+class folder as ``ImageFolder`` does; hidden files and folders (``.ipynb_checkpoints``) are skipped.
+
+- Splits are by class, as meta-learning needs. With the three split folders they are used as they are
+  (a class name in two of them is an error: test classes must be unseen). Without them the class names
+  are sorted, shuffled with ``data_seed`` (as Omniglot's split) and cut in the *proportions* of
+  ``class_split`` (largest-remainder rounding): ``[60, 20, 40]`` on 30 classes gives 15 / 5 / 10.
+- Every image is decoded once, converted to grayscale (``image_channels=1``) or RGB (3), resized to
+  ``image_size`` x ``image_size`` (LANCZOS, aspect ratio not kept, as miniImageNet's 84x84 images were
+  made), kept as uint8 in memory and served in [0, 1].
 """
 
 from __future__ import annotations
@@ -38,15 +51,16 @@ import contextlib
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DATASETS: tuple[str, ...] = ("glyphs", "omniglot", "miniimagenet")
+DATASETS: tuple[str, ...] = ("glyphs", "omniglot", "miniimagenet", "folder")
 IMAGE_SIZE = 28
 RENDER_SIZE = 2 * IMAGE_SIZE  # render and jitter at twice the size, then average-pool: anti-aliasing
 GLYPH_BOX = 40  # the glyph's longer side, in render pixels, before jitter
@@ -96,6 +110,8 @@ class FewShotSplits:
     ``train``/``validation``/``test`` are ``torch.utils.data.Dataset``s of (image, label) pairs, ready for
     ``learn2learn.data.MetaDataset``. ``task_transforms`` are extra learn2learn task transforms that the
     benchmark applies after sampling (Omniglot's class rotation), as factories taking the MetaDataset.
+    ``details``: what a user should know about the data read (a folder's layout, split, image format),
+    for the run's record.
     """
 
     name: str
@@ -106,6 +122,7 @@ class FewShotSplits:
     image_size: int
     class_names: dict[str, list[str]]
     rotate_classes: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, dict[str, int]]:
         return {
@@ -430,6 +447,251 @@ def load_miniimagenet(root: str | os.PathLike) -> FewShotSplits:
     )
 
 
+# --------------------------------------------------------------------------------------- image folder
+
+#: torchvision's ``IMG_EXTENSIONS`` (what ``ImageFolder`` reads), matched case-insensitively
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+#: split -> the folder names that hold it, in a folder with split subfolders
+FOLDER_SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "validation": ("val", "validation"),
+    "test": ("test",),
+}
+FOLDER_MIN_IMAGE_SIZE = 16  # Conv-4 halves the side four times
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """A folder's classes per split, each with its image files (sorted paths), before any image is read."""
+
+    root: Path
+    classes: dict[str, dict[str, tuple[Path, ...]]]  # split -> class name -> image files
+    split_by: str  # "subfolders" or "class_split"
+    ignored_files: int  # files in class folders that are not images
+
+    def counts(self) -> dict[str, int]:
+        return {split: len(classes) for split, classes in self.classes.items()}
+
+    def description(self) -> str:
+        n = self.counts()
+        cut = f"{n['train']} / {n['validation']} / {n['test']} classes"
+        if self.split_by == "subfolders":
+            return f"{cut} from its train / val / test subfolders"
+        return f"{cut} (train / validation / test), split by class_split proportions"
+
+
+def _visible(entry: os.DirEntry) -> bool:
+    return not entry.name.startswith(".")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if _visible(e) and e.is_dir())
+
+
+def _class_images(folder: Path) -> tuple[tuple[Path, ...], int]:
+    """(the image files under a class folder, recursively as ImageFolder does, sorted; other files)."""
+    images, other = [], 0
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                images.append(Path(parent) / name)
+            else:
+                other += 1
+    return tuple(sorted(images)), other
+
+
+def _scan_classes(folder: Path) -> tuple[dict[str, tuple[Path, ...]], int]:
+    classes, ignored = {}, 0
+    for sub in _subfolders(folder):
+        classes[sub.name], other = _class_images(sub)
+        ignored += other
+    return classes, ignored
+
+
+def proportional_counts(n: int, class_split: list[int] | tuple[int, ...]) -> list[int]:
+    """``n`` classes cut in the proportions of ``class_split`` (largest remainder; ties to the earlier split)."""
+    total = sum(class_split)
+    exact = [n * c / total for c in class_split]
+    counts = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def image_folder_layout(
+    root: str | os.PathLike, class_split: list[int] | tuple[int, ...] = (60, 20, 40), data_seed: int = 0
+) -> FolderLayout:
+    """The classes of each split of an ImageFolder-style ``root`` (see the module docstring).
+
+    Raises FileNotFoundError (no such folder, no class folders) or ValueError (incomplete split
+    subfolders, a class in two splits), each naming the folder and what is expected.
+    """
+    base = Path(root).expanduser()
+    expected = (
+        "expected <data_dir>/<class>/<images> or <data_dir>/{train,val,test}/<class>/<images> "
+        "(torchvision's ImageFolder layout)"
+    )
+    if not base.is_dir():
+        raise FileNotFoundError(f"image folder not found: {base} is not a directory; {expected}")
+    present = {p.name for p in _subfolders(base)}
+    split_names = {name for names in FOLDER_SPLITS.values() for name in names}
+    if present & split_names:
+        folders = {}
+        for split, names in FOLDER_SPLITS.items():
+            found = [name for name in names if name in present]
+            if len(found) != 1:
+                have = ", ".join(f"{n}/" for n in sorted(present & split_names))
+                problem = (
+                    "both val/ and validation/" if found else f"no {' or '.join(f'{n}/' for n in names)}"
+                )
+                raise ValueError(
+                    f"image folder {base} has {have} but {problem}: with split subfolders it needs exactly "
+                    "train/, val/ (or validation/) and test/, each holding class folders; or put the class "
+                    "folders directly under data_dir to split them by class_split"
+                )
+            folders[split] = base / found[0]
+        classes, ignored = {}, 0
+        for split, folder in folders.items():
+            classes[split], other = _scan_classes(folder)
+            ignored += other
+        for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+            shared = sorted(set(classes[a]) & set(classes[b]))
+            if shared:
+                raise ValueError(
+                    f"image folder {base}: class {shared[0]!r} is in both {folders[a].name}/ and "
+                    f"{folders[b].name}/ ({len(shared)} shared); few-shot splits are by class, so "
+                    "validation and test classes must be unseen in training"
+                )
+        return FolderLayout(base, classes, "subfolders", ignored)
+    every, ignored = _scan_classes(base)
+    if not every:
+        loose = len(_class_images(base)[0])
+        found = f" (it holds {loose} image files directly: one class?)" if loose else ""
+        raise FileNotFoundError(f"image folder {base} has no class folders{found}; {expected}")
+    names = sorted(every)
+    random.Random(data_seed).shuffle(names)
+    n_train, n_val, _ = proportional_counts(len(names), class_split)
+    cut = {
+        "train": names[:n_train],
+        "validation": names[n_train : n_train + n_val],
+        "test": names[n_train + n_val :],
+    }
+    classes = {split: {name: every[name] for name in sorted(chosen)} for split, chosen in cut.items()}
+    return FolderLayout(base, classes, "class_split", ignored)
+
+
+def check_image_folder(layout: FolderLayout, needs: dict[str, tuple[int, int]]) -> None:
+    """ValueError unless every split has ``needs[split] = (ways, images per class)``: enough classes for
+    its episodes' ways, and enough images in each class for its shots + queries."""
+    short = {split: n for split, n in layout.counts().items() if n < needs[split][0]}
+    if short:
+        have = ", ".join(f"{split} has {n}" for split, n in short.items())
+        how = (
+            "add classes to those subfolders"
+            if layout.split_by == "subfolders"
+            else "add classes or change class_split"
+        )
+        raise ValueError(
+            f"image folder {layout.root}: {layout.description()}; episodes need train_ways="
+            f"{needs['train'][0]} and ways={needs['test'][0]} classes per split, but {have} ({how})"
+        )
+    for split, (_, per_class) in needs.items():
+        few = {name: len(files) for name, files in layout.classes[split].items() if len(files) < per_class}
+        if few:
+            listed = ", ".join(f"{name!r} has {n}" for name, n in list(few.items())[:3])
+            more = f" and {len(few) - 3} more" if len(few) > 3 else ""
+            queries = "train_queries" if split == "train" else "queries"
+            raise ValueError(
+                f"image folder {layout.root}: {split} episodes need shots + {queries} = {per_class} images "
+                f"per class, but {len(few)} {split} class(es) have fewer: {listed}{more} (lower shots or "
+                f"{queries}, or add images or remove those classes)"
+            )
+
+
+class _ImageTensors(torch.utils.data.TensorDataset):
+    """uint8 images [N, C, S, S] and labels, served as float images in [0, 1] (a TensorDataset, so that
+    learn2learn's label index is built from the label tensor without reading the images)."""
+
+    def __getitem__(self, i):
+        image, label = super().__getitem__(i)
+        return image.float().div(255.0), label
+
+
+def read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image file as uint8 [channels, size, size]: grayscale or RGB, LANCZOS-resized to a square."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            converted = image.convert("L" if channels == 1 else "RGB")
+            resized = converted.resize((size, size), Image.Resampling.LANCZOS)
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"image folder: cannot read {path} as an image ({e})") from None
+    pixels = np.asarray(resized, dtype=np.uint8)
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    class_split: list[int] | tuple[int, ...] = (60, 20, 40),
+    data_seed: int = 0,
+    image_size: int = IMAGE_SIZE,
+    image_channels: int = 1,
+    layout: FolderLayout | None = None,
+) -> FewShotSplits:
+    """A user's ImageFolder-style ``root``, every image decoded once (labels 0..k-1 per split, classes in
+    name order)."""
+    if image_channels not in (1, 3):
+        raise ValueError(f"image_channels must be 1 (grayscale) or 3 (RGB), got {image_channels}")
+    if image_size < FOLDER_MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be at least {FOLDER_MIN_IMAGE_SIZE}, got {image_size}")
+    layout = layout or image_folder_layout(root, class_split, data_seed)
+    datasets, names = {}, {}
+    for split, classes in layout.classes.items():
+        images, labels = [], []
+        for label, files in enumerate(classes.values()):
+            images += [read_image(path, image_size, image_channels) for path in files]
+            labels += [label] * len(files)
+        pixels = (
+            torch.from_numpy(np.stack(images))
+            if images
+            else torch.zeros(0, image_channels, image_size, image_size, dtype=torch.uint8)
+        )
+        datasets[split] = _ImageTensors(pixels, torch.tensor(labels, dtype=torch.long))
+        names[split] = list(classes)
+    details = {
+        "data_dir": str(layout.root),
+        "split": layout.description(),
+        "images": f"{image_size}x{image_size}, {'grayscale' if image_channels == 1 else 'RGB'}",
+        "ignored_files": layout.ignored_files,
+    }
+    return FewShotSplits(
+        "folder",
+        datasets["train"],
+        datasets["validation"],
+        datasets["test"],
+        image_channels,
+        image_size,
+        names,
+        details=details,
+    )
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 
 
@@ -440,12 +702,17 @@ def load(
     samples_per_class: int = 20,
     data_seed: int = 0,
     jitter: float = 1.0,
+    image_size: int = IMAGE_SIZE,
+    image_channels: int = 1,
 ) -> FewShotSplits:
-    """The named dataset's splits (``class_split`` applies to glyphs and Omniglot; miniImageNet's is fixed)."""
+    """The named dataset's splits (``class_split`` applies to glyphs and Omniglot, as proportions to a
+    folder without split subfolders; miniImageNet's is fixed; ``image_*`` apply to a folder)."""
     if dataset == "glyphs":
         return load_glyphs(class_split or (60, 20, 40), samples_per_class, data_seed, jitter)
     if dataset == "omniglot":
         return load_omniglot(data_dir, class_split or OMNIGLOT_SPLIT, data_seed)
     if dataset == "miniimagenet":
         return load_miniimagenet(data_dir)
+    if dataset == "folder":
+        return load_image_folder(data_dir, class_split or (60, 20, 40), data_seed, image_size, image_channels)
     raise ValueError(f"unknown few-shot dataset {dataset!r}; valid datasets are: {', '.join(DATASETS)}")

@@ -17,7 +17,13 @@ rest of the docstring (the body), titled with the object's name. One relevant do
 Each test corpus = its queries' relevant documents plus distractor bodies from the same domain. All
 sets are written in BEIR's format, so the loader that reads them also reads real BEIR data. The
 in-domain test folder also has ``qa.jsonl`` for the RAG code path (question = summary, answer = the
-object's name).
+object's name). The generated folder lives under ``records.generated_data_dir("retrieval")``
+(``$EMBSYM_DATA/retrieval``, else the sweep's outputs folder's ``data/retrieval``), made once and reused
+by every run of a sweep.
+
+**A user's own BEIR folder** is a test set written ``path:<folder>`` (``user_test_set``): the folder
+holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv``; the set is named after the folder and
+is a benchmark group of its own, outside the paper's groups and their means.
 """
 
 from __future__ import annotations
@@ -35,11 +41,10 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from ..records import PROJECT_ROOT
+from ..records import generated_data_dir, project_path
 from . import beir
 
 GENERATOR_VERSION = 1
-DEFAULT_CACHE = PROJECT_ROOT / "outputs" / "data" / "retrieval"
 
 PYDOC_DOMAINS: dict[str, tuple[str, ...]] = {
     "scientific": ("numpy", "scipy", "sklearn", "pandas", "networkx"),
@@ -99,9 +104,14 @@ MULTIHOP4 = ("2wikimultihopqa", "musique", "novelhopqa", "hotpotqa_multihop")
 class DatasetInfo:
     name: str
     group: str
-    in_domain: bool
-    loader: str  # pydoc | beir | trec | bright
+    in_domain: bool | None  # None: a user's folder, neither in- nor out-of-domain
+    loader: str  # pydoc | beir | trec | bright | folder (a user's BEIR folder, ``path:<folder>``)
     split: str = "test"
+    path: str = ""  # the user's folder (loader "folder")
+
+    @property
+    def user(self) -> bool:
+        return self.loader == "folder"
 
 
 def _registry() -> dict[str, DatasetInfo]:
@@ -128,10 +138,77 @@ TRAIN_SOURCES = ("pydoc", "msmarco_qa")
 RAG_SETS = ("pydoc_scientific", "nq", "hotpotqa", "triviaqa")
 
 
+USER_PREFIX = "path:"
+# Metric suffixes that are aggregates over groups: a user's folder may not be named like one of them.
+AGGREGATES = ("id", "ood", "mean", "user")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 def check_dataset(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise ValueError(f"unknown retrieval dataset {name!r}; valid datasets are: {', '.join(DATASETS)}")
+        hint = (
+            f"; to evaluate your own BEIR folder write {USER_PREFIX + name!r}"
+            if "/" in name or name.startswith((".", "~"))
+            else f"; or {USER_PREFIX}<folder> for your own BEIR folder"
+        )
+        raise ValueError(
+            f"unknown retrieval dataset {name!r}; valid datasets are: {', '.join(DATASETS)}{hint}"
+        )
     return DATASETS[name]
+
+
+def user_test_set(entry: str) -> DatasetInfo:
+    """A test set ``path:<folder>``: the user's BEIR folder (relative paths: to the project root), named
+    after the folder, in a benchmark group of its own. Checks the name only; ``check_user_folder``
+    checks the files."""
+    raw = entry[len(USER_PREFIX) :].strip()
+    if not raw:
+        raise ValueError(f"test set {entry!r} names no folder; write {USER_PREFIX}/path/to/your/beir/folder")
+    folder = Path(os.path.normpath(project_path(raw)))
+    name = folder.name
+    if not _PLAIN_NAME.match(name):
+        raise ValueError(
+            f"test set {entry!r}: the folder's name {name!r} names its metrics (ndcg10_<name>); use a "
+            "folder named with letters, digits, '.', '_' or '-' (a symbolic link will do)"
+        )
+    taken = set(DATASETS) | {i.group for i in DATASETS.values()} | set(AGGREGATES)
+    if name in taken:
+        raise ValueError(
+            f"test set {entry!r}: a folder named {name!r} would mix its results with the paper's "
+            f"{name!r} metrics; rename the folder (or link it under another name)"
+        )
+    return DatasetInfo(name, name, None, "folder", "test", str(folder))
+
+
+def resolve_test_set(entry: str) -> DatasetInfo:
+    """A ``test_sets`` entry: a registry name, or ``path:<folder>`` (a user's BEIR folder)."""
+    return user_test_set(entry) if entry.startswith(USER_PREFIX) else check_dataset(entry)
+
+
+def check_test_sets(entries: list[str]) -> list[DatasetInfo]:
+    """Every ``test_sets`` entry resolved; one clear error for an unknown name or two sets that would
+    report under one name. Touches no file."""
+    infos = [resolve_test_set(e) for e in entries]
+    seen: dict[str, str] = {}
+    for entry, info in zip(entries, infos, strict=True):
+        if info.name in seen:
+            raise ValueError(
+                f"test sets {seen[info.name]!r} and {entry!r} would both report as {info.name!r}"
+            )
+        seen[info.name] = entry
+    return infos
+
+
+def check_user_folder(info: DatasetInfo) -> None:
+    """A user's folder exists and is in BEIR's format (``beir.check_beir_folder``); ValueError naming it."""
+    folder = Path(info.path)
+    where = f"test set {USER_PREFIX}{info.path}"
+    if not folder.is_dir():
+        raise ValueError(f"{where}: folder {str(folder)!r} does not exist")
+    try:
+        beir.check_beir_folder(folder, info.split)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,10 +356,11 @@ def environment_fingerprint() -> dict[str, str]:
 
 
 def pydoc_dir(sizes: PydocSizes = PydocSizes(), cache_dir: Path | None = None) -> Path:
-    """Folder of the pydoc benchmark for these sizes, generated on first use (atomically)."""
+    """Folder of the pydoc benchmark for these sizes, generated on first use (atomically) under
+    ``cache_dir`` (default: ``records.generated_data_dir("retrieval")``, shared by a sweep's runs)."""
     fingerprint = {"sizes": sizes.__dict__, "env": environment_fingerprint()}
     digest = _hash(json.dumps(fingerprint, sort_keys=True))[:10]
-    cache_dir = Path(cache_dir or DEFAULT_CACHE)
+    cache_dir = Path(cache_dir or generated_data_dir("retrieval"))
     target = cache_dir / f"pydoc-{digest}"
     if (target / "manifest.json").exists():
         return target
@@ -347,8 +425,11 @@ def generate_pydoc(folder: Path, sizes: PydocSizes = PydocSizes()) -> dict:
 
 
 def load_test_set(name: str, data_dir: str | Path) -> beir.RetrievalSet:
-    """A test set by registry name, from the pydoc folder (offline) or ``data_dir`` (paper profile)."""
-    info = check_dataset(name)
+    """A test set by registry name, from the pydoc folder (offline) or ``data_dir`` (paper profile), or a
+    user's BEIR folder (``path:<folder>``; ``load_user_set``)."""
+    info = resolve_test_set(name)
+    if info.user:
+        return load_user_set(info)
     root = Path(data_dir)
     if info.loader == "pydoc":
         return beir.load_beir(root / name, "test", name)
@@ -364,9 +445,37 @@ def load_test_set(name: str, data_dir: str | Path) -> beir.RetrievalSet:
     return beir.load_bright(root / "bright", name)
 
 
+def load_user_set(info: DatasetInfo) -> beir.RetrievalSet:
+    """A user's BEIR folder (queries without a judgment are not scored, as in BEIR). ``notes`` says what
+    the run could not use: judged queries missing from queries.jsonl, judgments of documents missing
+    from corpus.jsonl, judged queries with no relevant document. No scorable query: one clear error."""
+    folder = Path(info.path)
+    data = beir.load_beir(folder, info.split, info.name)
+    judged = set(data.qrels)
+    data.notes = {
+        "folder": str(folder),
+        "judged_queries_without_text": len(judged - set(data.queries)),
+        "judgments_of_missing_documents": sum(
+            1 for docs in data.qrels.values() for d in docs if d not in data.corpus
+        ),
+        "queries_without_a_relevant_document": sum(
+            1 for q in data.queries if not any(r > 0 for r in data.qrels.get(q, {}).values())
+        ),
+    }
+    if not data.query_ids():
+        raise ValueError(
+            f"test set {USER_PREFIX}{folder}: no query of queries.jsonl has a relevant document in "
+            f"qrels/{info.split}.tsv (score > 0): nothing to evaluate"
+        )
+    return data
+
+
 def dataset_paths(name: str, data_dir: str | Path) -> list[Path]:
     """Files a test set needs (for validation before any compute)."""
-    info = check_dataset(name)
+    info = resolve_test_set(name)
+    if info.user:
+        folder = Path(info.path)
+        return [folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{info.split}.tsv"]
     root = Path(data_dir)
     if info.loader == "pydoc":
         return [root / name / "corpus.jsonl"]

@@ -16,13 +16,21 @@ different templates) and no sentence text occurs in two splits.
 Paper profile: STS-B in either of its two common distributions (the original ``sts-{train,dev,test}.csv``
 of the STS benchmark, or sentence-transformers' ``stsbenchmark.tsv.gz``), and AllNLI as
 sentence-transformers ships it (``AllNLI.tsv.gz``) mapped to similarity scores.
+
+A user's own pairs file (``read_pairs_file``, the family's ``test_file``): STS-B's format, one pair a
+row — a header naming ``sentence1``, ``sentence2`` and ``score`` (tab-separated like STS-B's .tsv files,
+or comma-separated with CSV quoting; other columns ignored; ``.gz`` read as well), or the STS benchmark's
+headerless ``sts-*.csv`` layout (tab-separated genre, file, year, id, score, sentence1, sentence2);
+scores in [0, 5]. Every row is checked; an error names the file and the line.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,3 +356,113 @@ def load_allnli(path: str | Path, max_pairs: int = 0, seed: int = 0) -> pd.DataF
     if max_pairs and len(frame) > max_pairs:
         frame = frame.sample(n=max_pairs, random_state=seed).reset_index(drop=True)
     return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# A user's own pairs file in STS-B's format.
+
+STSB_COLUMNS = {"score": 4, "sentence1": 5, "sentence2": 6}  # the STS benchmark's headerless layout
+
+
+@dataclass(frozen=True)
+class PairsLayout:
+    tab: bool
+    index: dict[str, int]  # column -> field position
+    header: bool
+    description: str
+
+
+def pairs_layout(path: Path) -> PairsLayout:
+    """How a pairs file is laid out, from its first line; ValueError for a missing column."""
+    with _open_text(path) as f:
+        first = f.readline()
+    if not first.strip():
+        raise ValueError(f"{path}: the first line is empty; expected a header naming {', '.join(COLUMNS)}")
+    tab = "\t" in first
+    line = first.rstrip("\r\n")
+    names = [c.strip().lower() for c in (line.split("\t") if tab else next(csv.reader([line])))]
+    if set(COLUMNS) & set(names):
+        missing = [c for c in COLUMNS if c not in names]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                f"the header has {names} (needed: {', '.join(COLUMNS)})"
+            )
+        sep = "tab-separated" if tab else "comma-separated"
+        return PairsLayout(tab, {c: names.index(c) for c in COLUMNS}, True, f"{sep}, with a header")
+    if tab and len(names) >= 7:
+        return PairsLayout(tab, STSB_COLUMNS, False, "the STS benchmark's headerless layout")
+    raise ValueError(
+        f"{path}: missing columns: expected a header naming {', '.join(COLUMNS)} (tab- or "
+        "comma-separated), or the STS benchmark's headerless layout (tab-separated genre, file, year, "
+        f"id, score, sentence1, sentence2); the first line has {len(names)} field(s)"
+    )
+
+
+def _pair_rows(path: Path, layout: PairsLayout):
+    """(line number, sentence1, sentence2, score text) of every non-blank row."""
+    index, width = layout.index, max(layout.index.values()) + 1
+    with _open_text(path) as f:
+        reader = (
+            csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if layout.tab
+            else csv.reader(f, delimiter=",")
+        )
+        if layout.header:
+            next(reader, None)
+        for fields in reader:
+            if not any(x.strip() for x in fields):
+                continue
+            if len(fields) < width:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: expected at least {width} columns, got {len(fields)}"
+                )
+            yield (
+                reader.line_num,
+                fields[index["sentence1"]],
+                fields[index["sentence2"]],
+                fields[index["score"]],
+            )
+
+
+def read_pairs_file(path: str | Path) -> pd.DataFrame:
+    """A user's pairs in STS-B's format as DataFrame(sentence1, sentence2, score in [0, 5]); one clear
+    ValueError (file and line) for a missing column, an empty sentence, a score that is not a number or
+    lies outside [0, 5], fewer than 2 pairs, or scores that are all equal (no correlation)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {str(path)!r} not found")
+    layout, rows = pairs_layout(path), []
+    for line, s1, s2, raw in _pair_rows(path, layout):
+        for name, text in (("sentence1", s1), ("sentence2", s2)):
+            if not text.strip():
+                raise ValueError(f"{path}, line {line}: {name} is empty")
+        try:
+            score = float(raw)
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: score {raw!r} is not a number") from None
+        if not (math.isfinite(score) and 0.0 <= score <= MAX_SCORE):
+            raise ValueError(f"{path}, line {line}: score {raw.strip()} is outside [0, {MAX_SCORE:g}]")
+        rows.append((s1, s2, score))
+    if len(rows) < 2:
+        raise ValueError(f"{path}: {len(rows)} pair(s); a correlation needs at least 2")
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    if frame["score"].nunique() < 2:
+        raise ValueError(f"{path}: every score is {rows[0][2]:g}: no correlation can be computed")
+    frame.attrs["layout"] = layout.description
+    return frame
+
+
+@functools.lru_cache(maxsize=16)
+def _checked(path: str, mtime_ns: int, size: int) -> int:
+    return len(read_pairs_file(path))
+
+
+def check_pairs_file(path: str | Path) -> int:
+    """``read_pairs_file``'s checks before any compute (once per file version in a process); the number
+    of pairs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {str(path)!r} not found")
+    stat = path.stat()
+    return _checked(str(path), stat.st_mtime_ns, stat.st_size)

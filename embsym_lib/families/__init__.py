@@ -66,6 +66,9 @@ class FamilySpec:
     - ``variants``: accepted values of ``variant`` (the grid, plus family-specific arms such as
       few-shot's squared-Euclidean baseline).
     - ``grid_axes``: extra axes a params file may sweep besides variant and seed.
+    - ``conditions``: grid axes that change the experiment rather than the setting (an evaluation-only
+      arm, a fixed-scale ablation), with their reference value: a claim is tested on the runs at the
+      reference value of every condition it does not name (in ``where`` or a side's ``where``).
     - ``metrics``: metrics the report tabulates (higher is better), ``primary_metric`` the one used
       for significance tests and the symmetry verdict (a dict task -> metric when tasks differ);
       ``metric_scale`` multiplies them for display.
@@ -87,6 +90,7 @@ class FamilySpec:
     task_axis: str | None = None
     variants: tuple[str, ...] = VARIANTS
     grid_axes: tuple[str, ...] = ()
+    conditions: dict[str, Any] = field(default_factory=dict)
     metric_scale: float = 1.0
     description: str = ""
     params: type[RunParams] = RunParams

@@ -31,7 +31,7 @@ class SentenceTransformersAdapter:
         model, info = build_encoder(params)
         variant, init_gamma = params["variant"], params.get("init_gamma", 0.5)
         if objective == "ranking":
-            score = retrieval_similarity(variant, init_gamma)
+            score = retrieval_similarity(variant, init_gamma, params.get("scale_matched", False))
         else:
             score = PairScore(variant, params["score_scale"], params["scale_rule"], init_gamma)
         return GridEncoder(model, info, score, objective)

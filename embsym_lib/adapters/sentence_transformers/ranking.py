@@ -16,11 +16,15 @@ from .scores import grid_similarity, score_function
 # The scoring hooks
 
 
-def retrieval_similarity(variant: str, init_gamma: float = 0.5):
+def retrieval_similarity(variant: str, init_gamma: float = 0.5, scale_matched: bool = False):
     """What scores a ranking run: the named function of a fixed variant, or a LearnableSimilarity
-    module for ``learn`` (its gammas become parameters of the loss, which the trainer optimizes)."""
-    from ...similarity import LearnableSimilarity
+    module for ``learn`` (its gammas become parameters of the loss, which the trainer optimizes).
+    ``scale_matched``: the variant wrapped in ``similarity.ScaleMatched`` (the fixed-scale ablation);
+    the evaluators rank with the unwrapped variant (``grid_similarity``), which orders the same."""
+    from ...similarity import LearnableSimilarity, ScaleMatched, make_similarity
 
+    if scale_matched:
+        return ScaleMatched(make_similarity(variant, init_gamma_q=init_gamma, init_gamma_d=init_gamma))
     if check_variant(variant) == "learn":
         return LearnableSimilarity(init_gamma, init_gamma)
     return score_function(variant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ...similarity import Similarity, check_variant, pairwise
+from ...similarity import ScaleMatched, Similarity, check_variant, pairwise
 
 
 def cosine_scores(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,10 @@ def score_function(variant: str):
 
 
 def grid_similarity(score) -> Similarity:
-    """The ``Similarity`` module behind a run's score (a named function, a Similarity, or a PairScore)."""
+    """The ``Similarity`` module behind a run's score (a named function, a Similarity, a PairScore, or a
+    ScaleMatched wrapper: its batch-mean divisor is a training device, so the variant itself scores)."""
+    if isinstance(score, ScaleMatched):
+        return score.similarity
     if isinstance(getattr(score, "similarity", None), Similarity):  # a PairScore
         return score.similarity
     if isinstance(score, Similarity):

@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from ... import stats
 from ...adapters.learn2learn import ADAPTER, evaluate_arms
 from ...data import fewshot as data
 from ...diagnostics import cross_evaluate, norm_stats
 from ...records import project_path
+from ...runtime import rng_preserved
 from .tables import CROSS_ARMS
 
 TEST_EPISODE_SEED = 10_000  # + the run's seed: every arm of one seed is tested on the same episodes
@@ -30,9 +32,31 @@ def load_data(params: dict[str, Any]) -> data.FewShotSplits:
         params["samples_per_class"],
         params["data_seed"],
         params["jitter"],
+        params.get("image_size", data.IMAGE_SIZE),
+        params.get("image_channels", 1),
     )
     check_episode_classes(splits, params)
     return splits
+
+
+def data_extra(splits: data.FewShotSplits) -> dict[str, Any]:
+    """What the run's record says about its data: each split's classes and images, and for a user's
+    folder where it was read from, how its classes were split and the image format."""
+    extra: dict[str, Any] = {"data_sizes": splits.sizes()}
+    if splits.details:
+        extra["data"] = splits.details
+    return extra
+
+
+def sample_images(split, classes: int = 8):
+    """The first image of each of the first ``classes`` classes of ``split`` ([n, C, H, W]), for a figure."""
+    from ...adapters.learn2learn import dataset_labels
+
+    first: dict[int, int] = {}
+    for i, label in enumerate(dataset_labels(split)):
+        if label not in first and len(first) < classes:
+            first[label] = i
+    return torch.stack([split[i][0] for i in sorted(first.values())])
 
 
 def check_episode_classes(splits: data.FewShotSplits, params: dict[str, Any]) -> None:
@@ -55,6 +79,38 @@ def check_episode_classes(splits: data.FewShotSplits, params: dict[str, Any]) ->
 def build_model(params: dict[str, Any], splits: data.FewShotSplits, device: str = "cpu"):
     """The ProtoNet (Conv-4 backbone, scorer of the run's arm) on ``device``."""
     return ADAPTER.build_model(params, channels=splits.channels).to(device)
+
+
+def fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
+    """The Fisher predictor (``diagnostics.predict_side``) before training, on the *validation* classes
+    embedded by the untrained backbone (eval mode: no statistic changes, no random draw): pairs (an image,
+    the prototype of its class from the class's other images), batches of distinct classes so that the
+    in-batch negatives are other classes' prototypes, as in an episode. Empty when ``fisher_pairs`` is 0 or
+    there are fewer than 2 validation classes."""
+    with rng_preserved():
+        return _fisher_prediction(params, model, splits)
+
+
+def _fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
+    from ...diagnostics import predict_side
+
+    emb, labels = ADAPTER.embed(model, splits.validation, params)
+    classes = torch.unique(labels)
+    batch = min(params["fisher_batch"], classes.numel())
+    if not params["fisher_pairs"] or batch < 2:
+        return {}
+    g = torch.Generator().manual_seed(int(params["seed"]))
+    queries, prototypes = [], []
+    for _ in range(max(1, params["fisher_pairs"] // batch)):
+        for c in classes[torch.randperm(classes.numel(), generator=g)[:batch]]:
+            members = torch.nonzero(labels == c).flatten()
+            pick = members[torch.randint(members.numel(), (1,), generator=g)].item()
+            others = members[members != pick]
+            queries.append(emb[pick])
+            prototypes.append(emb[others].mean(0))
+    return predict_side(
+        torch.stack(queries), torch.stack(prototypes), scale=params["scale"], batch_size=batch
+    )
 
 
 def train(params: dict[str, Any], model, splits: data.FewShotSplits, log=print) -> dict[str, Any]:

@@ -5,6 +5,7 @@ PyKEEN is imported lazily (through the adapter): importing this module stays che
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,9 @@ import torch
 
 from ...diagnostics import cross_evaluate as cross_evaluate_with
 from ...diagnostics import norm_stats, relevance_magnitude_d
+from ...runtime import rng_preserved
 from .spec import DOWNLOADED_DATASETS, PATH_PREFIX, check_dataset, resolve_path, split_files
+from .triples import folder_report, shown
 
 # PyKEEN metric keys: both prediction directions ("both" = tail queries and inverse-relation queries),
 # realistic rank = the expected rank under random tie-breaking.
@@ -59,18 +62,22 @@ def load_dataset(name: str, create_inverse_triples: bool = True, cache_root: str
     ``nations`` / ``kinships`` / ``umls`` ship in the pykeen wheel; ``fb15k237`` / ``wn18rr`` go through
     PyKEEN's own loaders (they download into ``cache_root``, or PyKEEN's default cache, on first use);
     ``path:<dir>`` loads train/valid/test TSV files through ``PathDataset``, the class PyKEEN's packaged
-    datasets are themselves built on.
+    datasets are themselves built on. A ``path:`` dataset is loaded here and now, without PyKEEN's
+    warnings about the validation/test triples it drops: ``describe_data`` counts them exactly instead.
     """
     from pykeen.datasets import PathDataset
 
     if name.startswith(PATH_PREFIX):
         files = split_files(resolve_path(name))
-        return PathDataset(
+        dataset = PathDataset(
             training_path=files["training"],
             testing_path=files["testing"],
             validation_path=files["validation"],
             create_inverse_triples=create_inverse_triples,
         )
+        with _without_drop_warnings():
+            dataset.training, dataset.validation, dataset.testing  # noqa: B018 (loads the lazy dataset)
+        return dataset
     cls = dataset_class(name)
     kwargs: dict[str, Any] = {"create_inverse_triples": create_inverse_triples}
     if cache_root and name in DOWNLOADED_DATASETS:
@@ -78,19 +85,130 @@ def load_dataset(name: str, create_inverse_triples: bool = True, cache_root: str
     return cls(**kwargs)
 
 
+# PyKEEN's warnings when it maps validation/test triples with the training vocabulary (replaced by
+# describe_data's exact counts).
+_DROP_WARNINGS = ("that are not in the training set", "triples were filtered out")
+
+
+@contextlib.contextmanager
+def _without_drop_warnings():
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _DROP_WARNINGS)
+
+    logger = logging.getLogger("pykeen.triples.triples_factory")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def load_data(params: dict[str, Any]):
     return load_dataset(params["dataset"], create_inverse_triples=True, cache_root=params["cache_root"])
 
 
-def describe_data(dataset) -> dict[str, Any]:
+SPLITS = {"training": "train", "validation": "valid", "testing": "test"}
+
+
+def describe_data(dataset, name: str = "") -> dict[str, Any]:
+    """Entities, relations and the triples of each split as PyKEEN maps them; for a ``path:`` dataset
+    (``name``) also what each file held and what PyKEEN left out (``file_report``)."""
     training = dataset.training
-    return {
+    summary: dict[str, Any] = {
         "entities": int(training.num_entities),
         "relations": int(training.real_num_relations),
         "train_triples": int(training.num_triples),
         "valid_triples": int(dataset.validation.num_triples) if dataset.validation is not None else 0,
         "test_triples": int(dataset.testing.num_triples),
     }
+    if name.startswith(PATH_PREFIX):
+        summary.update(file_report(dataset, name))
+    return summary
+
+
+def _labels(factory) -> set[tuple[str, str, str]]:
+    """A triples factory's mapped triples as (head, relation, tail) labels."""
+    entity, relation = factory.entity_id_to_label, factory.relation_id_to_label
+    return {(entity[h], relation[r], entity[t]) for h, r, t in factory.mapped_triples.tolist()}
+
+
+def file_report(dataset, name: str) -> dict[str, Any]:
+    """What PyKEEN kept of each file of a ``path:`` dataset, checked against its triples factories:
+
+    - ``file_triples``: triples (well-formed lines) per split;
+    - ``dropped``: validation/test triples PyKEEN left out because their head, relation or tail never
+      occurs in the training file; ``dropped_unseen``: how many of those have an unseen entity and how many
+      an unseen relation (a triple can have both); ``dropped_examples``: a few, with their line;
+    - ``duplicates``: repeats of a triple within a split, which PyKEEN keeps once.
+
+    Raises if the factories' mapped triples are not exactly the file's triples minus those (so the counts
+    are the truth, not an estimate)."""
+    files = split_files(resolve_path(name))
+    report = folder_report(files)
+    factories = {"training": dataset.training, "validation": dataset.validation, "testing": dataset.testing}
+    for split, factory in factories.items():
+        expected = report[split]["kept_triples"]
+        if factory.num_triples != len(expected) or _labels(factory) != expected:
+            raise RuntimeError(
+                f"PyKEEN read {shown(files[split])} differently from embsym's check of it ({factory.num_triples} "
+                f"mapped triples, {len(expected)} expected), so the drop counts would be wrong"
+            )
+    evaluated = [s for s in SPLITS if s != "training"]
+    return {
+        "file_triples": {SPLITS[s]: report[s]["file_triples"] for s in SPLITS},
+        "dropped": {SPLITS[s]: report[s]["dropped"] for s in evaluated},
+        "dropped_unseen": {
+            SPLITS[s]: {"entity": report[s]["unseen_entity"], "relation": report[s]["unseen_relation"]}
+            for s in evaluated
+        },
+        "dropped_examples": {SPLITS[s]: report[s]["examples"] for s in evaluated},
+        "duplicates": {SPLITS[s]: report[s]["duplicates"] for s in SPLITS},
+    }
+
+
+SIZES = ("entities", "relations", "train_triples", "valid_triples", "test_triples")
+
+
+def data_log(name: str, summary: dict[str, Any]) -> list[str]:
+    """The console lines of step 1: the sizes, then (``path:`` datasets) per split what PyKEEN dropped,
+    with a few examples, and the repeated triples it kept once."""
+    sizes = {k: summary[k] for k in SIZES}
+    lines = [f"dataset {name}: {sizes}"]
+    for split, count in summary.get("dropped", {}).items():
+        total = summary["file_triples"][split]
+        text = f"{split}: {count} of {total} triples dropped by PyKEEN (entity or relation not in train)"
+        if count:
+            unseen = summary["dropped_unseen"][split]
+            examples = "; ".join(
+                f"line {e['line']} ({', '.join(e['triple'])}: {' and '.join(e['unseen'])} unseen)"
+                for e in summary["dropped_examples"][split]
+            )
+            text += (
+                f": {unseen['entity']} with an unseen entity, {unseen['relation']} with an unseen relation; "
+                f"e.g. {examples}"
+            )
+        lines.append(text)
+    for split, count in summary.get("duplicates", {}).items():
+        if count:
+            lines.append(f"{split}: {count} repeated triple{'s' * (count != 1)}, kept once by PyKEEN")
+    return lines
+
+
+def data_table(summary: dict[str, Any], name: str = "") -> pd.DataFrame:
+    """Step 1's table: the sizes, or (``path:`` datasets) one row per split: triples in the file, dropped,
+    repeated, and the triples the run uses."""
+    if "file_triples" not in summary:
+        return pd.Series({k: summary[k] for k in SIZES}, name=name).to_frame()
+    return pd.DataFrame(
+        {
+            "file triples": summary["file_triples"],
+            "dropped (unseen in train)": {"train": 0, **summary["dropped"]},
+            "repeats (kept once)": summary["duplicates"],
+            "used": {s: summary[f"{s}_triples"] for s in SPLITS.values()},
+        }
+    )
 
 
 # --- 2. the scoring hook ----------------------------------------------------------------------------
@@ -99,6 +217,35 @@ def describe_data(dataset) -> dict[str, Any]:
 def build_model(params: dict[str, Any], dataset):
     """PyKEEN's ``ERModel`` on the training triples, the grid plugged in as its ``Interaction``."""
     return adapter().build_model(params, training=dataset.training)
+
+
+def fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher predictor (``diagnostics.predict_side``) before training: queries compose(h, r) and
+    their answers, of the *validation* triples (both directions), embedded by the untrained model — data
+    no compared run trained on, from a state no run has trained. Empty when ``fisher_pairs`` is 0 or there
+    are fewer pairs than one batch."""
+    with rng_preserved():
+        return _fisher_prediction(model, dataset, params)
+
+
+def _fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
+    from ...adapters.pykeen import entity_embeddings, query_embeddings
+    from ...diagnostics import predict_side
+
+    if not params["fisher_pairs"] or dataset.validation is None:
+        return {}
+    triples = dataset.validation.mapped_triples
+    queries = query_embeddings(model, triples)
+    entities = entity_embeddings(model)
+    answers = entities[torch.cat([triples[:, 2], triples[:, 0]]).cpu()]
+    n = min(params["fisher_pairs"], queries.shape[0])
+    n -= n % params["fisher_batch"]
+    if n < params["fisher_batch"]:
+        return {}
+    order = torch.randperm(queries.shape[0], generator=torch.Generator().manual_seed(int(params["seed"])))[:n]
+    return predict_side(
+        queries[order].cpu(), answers[order], scale=params["scale"], batch_size=params["fisher_batch"]
+    )
 
 
 # --- 3. training (and PyKEEN's own test evaluation) --------------------------------------------------

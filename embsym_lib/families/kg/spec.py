@@ -23,6 +23,7 @@ from ...schema import (
 from ...symmetry import asymmetric
 from .. import FamilySpec
 from . import tables
+from .triples import check_files
 
 METRICS: tuple[str, ...] = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
 TRAINING_LOOPS: tuple[str, ...] = ("lcwa", "slcwa")
@@ -69,11 +70,15 @@ def split_files(directory: Path) -> dict[str, Path]:
 
 
 def check_dataset(name: str, check_data: bool = True) -> None:
-    """One clear error for an unknown name or (``check_data``) an incomplete ``path:`` directory, before
-    any compute."""
+    """One clear error for an unknown name or (``check_data``) an incomplete ``path:`` directory or a
+    malformed line in its files (``triples.read_triples``: the file and the line), before any compute."""
     if name.startswith(PATH_PREFIX):
         if check_data:
-            split_files(resolve_path(name))
+            files = split_files(resolve_path(name))
+            try:
+                check_files(files)
+            except ValueError as err:
+                raise ValueError(f"parameter 'dataset': {err}") from None
     elif name not in (*PACKAGED_DATASETS, *DOWNLOADED_DATASETS):
         raise ValueError(
             f"unknown KG dataset {name!r}; valid datasets are: "
@@ -86,7 +91,8 @@ class KgParams(RunParams):
         "nations",
         description=(
             "a PyKEEN dataset (packaged: nations, kinships, umls; downloaded: fb15k237, wn18rr) or "
-            "path:<folder> with train/valid/test triple files"
+            "path:<folder> with train/valid/test triple files (.tsv or .txt; head<TAB>relation<TAB>tail, one "
+            "triple per line, no header, no comments)"
         ),
     )
     composition: Literal["distmult", "complex"] = Field(
@@ -104,6 +110,12 @@ class KgParams(RunParams):
     eval_batch_size: EvalBatchSize = 256
     cross_evaluate: bool = Field(True, description="re-score the trained embeddings with every fixed variant")
     magnitude_queries: Count = Field(1000, description="test queries for the magnitude Cohen's d diagnostic")
+    fisher_pairs: int = Field(
+        1024,
+        ge=0,
+        description="validation (query, answer) pairs for the Fisher predictor before training (0: off)",
+    )
+    fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
     cache_root: str = Field(
         "", description="PyKEEN's dataset cache for fb15k237/wn18rr (empty: PyKEEN's default)"
     )

@@ -22,6 +22,7 @@ import torch
 
 from ... import diagnostics
 from ...adapters.recbole import ADAPTER, item_popularity
+from ...runtime import rng_preserved
 from .spec import DATASETS, TOPK, inter_columns, inter_file
 
 # Our metric name -> RecBole's result key.
@@ -34,7 +35,7 @@ def recbole_settings(params: dict[str, Any]) -> dict[str, Any]:
     protocol and the fixed training choices (the run's own hyperparameters: ``recbole.recbole_keys``)."""
     available = set(inter_columns(inter_file(params["dataset"], params.get("data_dir", ""))))
     return {
-        **DATASETS[params["dataset"]],
+        **DATASETS.get(params["dataset"], {}),  # a user's own dataset: every interaction, unfiltered
         "load_col": {"inter": [c for c in INTER_COLUMNS if c in available]},
         "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "group_by": "user", "order": "RO", "mode": "full"},
         "metrics": ["Recall", "MRR", "NDCG"],
@@ -63,6 +64,31 @@ def build(params: dict[str, Any]):
     """RecBole Config -> dataset -> split dataloaders -> our grid model (``adapters.recbole.RecBoleSetup``),
     in ``params["run_dir"]``."""
     return ADAPTER.build_model(params, recbole_settings(params))
+
+
+def fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher predictor (``diagnostics.predict_side``) before training: the *validation*
+    interactions' (user, item) pairs, embedded as the untrained model scores them — data no compared run
+    trained on, from a state no run has trained. Empty when ``fisher_pairs`` is 0 or too few pairs."""
+    with rng_preserved():
+        return _fisher_prediction(setup, params)
+
+
+def _fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
+    if not params["fisher_pairs"]:
+        return {}
+    valid = setup.valid_data._dataset
+    users = valid.inter_feat[valid.uid_field].long()
+    items = valid.inter_feat[valid.iid_field].long()
+    n = min(params["fisher_pairs"], users.numel())
+    n -= n % params["fisher_batch"]
+    if n < params["fisher_batch"]:
+        return {}
+    order = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(int(params["seed"])))[:n]
+    with torch.no_grad():
+        user_e, item_e = setup.model.scoring_embeddings()
+    q, d = user_e[users[order]].detach().cpu(), item_e[items[order]].detach().cpu()
+    return diagnostics.predict_side(q, d, scale=params["scale"], batch_size=params["fisher_batch"])
 
 
 def describe_data(setup) -> dict[str, Any]:

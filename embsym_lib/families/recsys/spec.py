@@ -4,6 +4,7 @@ before any compute)."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,8 @@ DATASETS: dict[str, dict[str, Any]] = {
 }
 Dataset = Literal["ml-100k", "ml-1m", "Amazon_Beauty", "Amazon_Sports_and_Outdoors", "Amazon_Toys_and_Games"]
 SHIPPED_DATASETS: tuple[str, ...] = ("ml-100k",)
+# A user's own dataset: any folder name (RecBole's dataset name) under data_dir; no path separators.
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 PAPER_CLAIM = tables.PAPER_CLAIM
 TASK = asymmetric(
@@ -87,8 +90,10 @@ class RecsysParams(RunParams):
     model: Literal["bpr", "lightgcn"] = Field(
         "bpr", description="RecBole model with grid scoring: BPR (matrix factorisation) or LightGCN"
     )
-    dataset: Dataset = Field(
-        "ml-100k", description="ml-100k ships inside recbole; the others are atomic files under data_dir"
+    dataset: str = Field(
+        "ml-100k",
+        description="ml-100k ships inside recbole; the other known names (their standard filtering) and any "
+        "name of your own (no filtering) are atomic files <data_dir>/<dataset>/<dataset>.inter",
     )
     data_dir: str = Field("", description="folder holding <dataset>/<dataset>.inter (not needed for ml-100k)")
     loss: Literal["bpr", "infonce"] = Field(
@@ -105,10 +110,24 @@ class RecsysParams(RunParams):
     lr: LearningRate = 0.005
     cross_evaluate: bool = Field(True, description="re-score the trained embeddings with each fixed variant")
 
+    fisher_pairs: int = Field(
+        1024,
+        ge=0,
+        description="validation (user, item) pairs for the Fisher predictor before training (0: off)",
+    )
+    fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
+
     @model_validator(mode="after")
     def _data_present(self):
         """One clear error for a missing atomic file, before RecBole starts (a missing folder would make
         RecBole try to download it, and prompt on ``input()`` for large ones)."""
+        if self.dataset not in DATASETS and not (self.data_dir and DATASET_NAME.fullmatch(self.dataset)):
+            known = ", ".join(repr(name) for name in DATASETS)
+            raise ValueError(
+                f"parameter 'dataset': input should be {known}, or the name of your own RecBole atomic "
+                "files <data_dir>/<name>/<name>.inter with data_dir set (letters, digits, '.', '_', '-'), "
+                f"got {self.dataset!r}"
+            )
         if self.dataset not in SHIPPED_DATASETS and not self.data_dir:
             raise ValueError(
                 f"dataset {self.dataset!r} needs data_dir: the folder holding {self.dataset}/{self.dataset}.inter "

@@ -6,7 +6,6 @@ metrics, curves and per-query units. RAG is ``rag.py``."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from ...adapters.sentence_transformers import ADAPTER, GridEncoder, with_overrides
 from ...data import retrieval as rdata
+from ...diagnostics import fisher_metrics
 from ...records import project_path
 from ...similarity import FIXED_VARIANTS
 
@@ -55,12 +55,32 @@ def subsample(data, n_queries: int = 0, corpus_size: int = 0):
         {q: data.queries[q] for q in qids},
         qrels,
         {q: data.excluded[q] for q in qids if q in data.excluded},
+        dict(data.notes),
     )
 
 
+def needs_data_root(params: dict[str, Any]) -> bool:
+    """Whether the run reads anything under the data root (training, a registry test set, the Fisher
+    predictor's held-out pairs, RAG): an evaluation-only run of users' folders alone does not, and then
+    generates no pydoc benchmark."""
+    return bool(
+        params.get("train", True)
+        or any(not rdata.resolve_test_set(e).user for e in params["test_sets"])
+        or fisher_needed(params)
+        or params["rag_sets"]
+    )
+
+
+def fisher_needed(params: dict[str, Any]) -> bool:
+    return bool(params["fisher_pairs"] and params["variant"] in params["fisher_variants"])
+
+
 def prepare_training_data(params: dict[str, Any]) -> dict[str, Any]:
-    """What training needs: the training pairs and the dev set (all a distributed worker loads)."""
+    """What training needs: the training pairs and the dev set (all a distributed worker loads). An
+    evaluation-only run (``train`` false) loads neither."""
     p = with_overrides(params)
+    if not p.get("train", True):
+        return {"root": data_root(p) if needs_data_root(p) else None, "train": [], "dev": None}
     root, source = data_root(p), p["data_source"]
     return {
         "root": root,
@@ -70,16 +90,25 @@ def prepare_training_data(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
-    """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets."""
+    """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets, keyed
+    by their names (a user's ``path:<folder>`` by the folder's name)."""
     p = with_overrides(params)
     training = prepare_training_data(p)
     root = training["root"]
     tests = {
-        name: subsample(rdata.load_test_set(name, root), p["test_queries"], p["test_corpus"])
-        for name in p["test_sets"]
+        rdata.resolve_test_set(entry).name: subsample(
+            rdata.load_test_set(entry, root), p["test_queries"], p["test_corpus"]
+        )
+        for entry in p["test_sets"]
     }
-    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if p["fisher_pairs"] else []
+    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if fisher_needed(p) else []
     return {**training, "heldout": heldout, "tests": tests}
+
+
+def user_data_report(tests: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What a user should know about each of their own folders: where it is, what the run evaluates
+    (after ``test_queries`` / ``test_corpus``) and what it could not use."""
+    return {name: {**data.notes, "evaluated": data.sizes()} for name, data in tests.items() if data.notes}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +128,7 @@ def fisher_prediction(encoder: GridEncoder, heldout_pairs, params: dict[str, Any
     the runs whose variant is in ``fisher_variants`` (it depends on the encoder and seed only)."""
     from ...diagnostics import predict_side
 
-    if not (params["fisher_pairs"] and params["variant"] in params["fisher_variants"]):
+    if not fisher_needed(params):
         return {}
     n = len(heldout_pairs) - len(heldout_pairs) % params["fisher_batch"]
     if n < params["fisher_batch"]:
@@ -118,11 +147,21 @@ def train(
     runs in that many DDP processes (torchrun; gloo on the CPU without CUDA), ``batch_size`` per process,
     and the trained state is loaded back. Returns the history and, under ``similarity``, the run's score."""
     p = with_overrides(params)
+    if not p.get("train", True):
+        return evaluation_only(encoder)
     if p["train_processes"] > 1:
         trained = train_distributed(encoder, p)
     else:
         trained = ADAPTER.fit(encoder, loss, data, p, log)
     return {**trained, "similarity": ADAPTER.similarity(encoder)}
+
+
+def evaluation_only(encoder: GridEncoder) -> dict[str, Any]:
+    """``train``'s result when the run does not train (``train`` false): the encoder as loaded (learn at
+    its initial γ), no steps, no dev evaluation."""
+    nothing = {"history": [], "best_step": None, "best_dev_ndcg10": None, "total_steps": 0}
+    facts = {"world_size": 0, "global_batch_size": 0, "gather_across_devices": False}
+    return {**nothing, **facts, "similarity": ADAPTER.similarity(encoder)}
 
 
 def train_distributed(encoder: GridEncoder, params: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +233,8 @@ def evaluate(encoder: GridEncoder, tests: dict[str, Any], params: dict[str, Any]
     from ...ir_metrics import search_and_evaluate
 
     sim = ADAPTER.similarity(encoder)
+    info = {i.name: i for i in map(rdata.resolve_test_set, params.get("test_sets", ()))}
+    info.update({n: rdata.check_dataset(n) for n in tests if n not in info})
     results: dict[str, Any] = {}
     for name, data in tests.items():
         qids, dids = data.query_ids(), data.doc_ids()
@@ -235,8 +276,9 @@ def evaluate(encoder: GridEncoder, tests: dict[str, Any], params: dict[str, Any]
             "query_norm": norm_stats(q),
             "doc_norm": norm_stats(d),
             "query_norm_cv": coefficient_of_variation(q.norm(dim=-1).cpu().numpy()),
-            "group": rdata.DATASETS[name].group,
-            "in_domain": rdata.DATASETS[name].in_domain,
+            "group": info[name].group,
+            "in_domain": info[name].in_domain,
+            **({"user": True, "folder": info[name].path} if info[name].user else {}),
             "sizes": data.sizes(),
             "top_idx": top_idx[:, :20].cpu(),
             "per_query": per_query,
@@ -246,19 +288,38 @@ def evaluate(encoder: GridEncoder, tests: dict[str, Any], params: dict[str, Any]
 
 def group_means(results: dict[str, Any], key) -> dict[str, float]:
     """Mean of ``key(result)`` per benchmark group, then ``id`` / ``ood`` (means over groups) and ``mean``
-    (every group weighs the same, as the paper's category rows do)."""
+    (every group weighs the same, as the paper's category rows do). A user's folder is a group of its
+    own that none of ``id``, ``ood``, ``mean`` counts (``mean`` averages users' groups only when a run has
+    nothing else); ``user`` is the mean over users' groups."""
     groups: dict[str, list[float]] = {}
-    in_domain: dict[str, bool] = {}
+    in_domain: dict[str, bool | None] = {}
     for r in results.values():
         groups.setdefault(r["group"], []).append(key(r))
         in_domain[r["group"]] = r["in_domain"]
     out = {g: float(np.mean(v)) for g, v in groups.items()}
+    user = {r["group"] for r in results.values() if r.get("user")}
+    paper = [g for g in groups if g not in user]
     for label, flag in (("id", True), ("ood", False)):
-        vals = [v for g, v in groups.items() if in_domain[g] == flag]
+        vals = [g for g in paper if in_domain[g] == flag]
         if vals:
-            out[label] = float(np.mean([out[g] for g in groups if in_domain[g] == flag]))
-    out["mean"] = float(np.mean([out[g] for g in groups]))
+            out[label] = float(np.mean([out[g] for g in vals]))
+    if user:
+        out["user"] = float(np.mean([out[g] for g in groups if g in user]))
+    out["mean"] = float(np.mean([out[g] for g in (paper or groups)]))
     return out
+
+
+def aggregate_note(results: dict[str, Any]) -> str:
+    """What the run's ``*_mean`` metrics average, in words (for the log and the record)."""
+    user = [n for n, r in results.items() if r.get("user")]
+    if not user:
+        return "the means average the benchmark groups of the test sets"
+    if len(user) == len(results):
+        return f"only your own folders ({', '.join(user)}): the means average them, nothing paper-comparable"
+    return (
+        f"your own folders ({', '.join(user)}) are groups of their own (metrics <metric>_<folder>, "
+        "<metric>_user): the means, id and ood average the other test sets only"
+    )
 
 
 def flat_metrics(
@@ -277,19 +338,21 @@ def flat_metrics(
         metrics[f"xeval_ndcg10_{scored_with}"] = group_means(
             results, lambda r, s=scored_with: r["cross_ndcg10"][s]
         )["mean"]
-    metrics["cohen_d_mean"] = float(np.nanmean([r["cohen_d"] for r in results.values()]))
-    metrics["query_norm_cv_mean"] = float(np.nanmean([r["query_norm_cv"] for r in results.values()]))
-    metrics["dev_ndcg10_best"] = trained["best_dev_ndcg10"]
+    paper = {n: r for n, r in results.items() if not r.get("user")} or results  # as group_means does
+    metrics["cohen_d_mean"] = float(np.nanmean([r["cohen_d"] for r in paper.values()]))
+    metrics["query_norm_cv_mean"] = float(np.nanmean([r["query_norm_cv"] for r in paper.values()]))
+    if trained["best_dev_ndcg10"] is not None:  # None: an evaluation-only run has no dev evaluation
+        metrics["dev_ndcg10_best"] = trained["best_dev_ndcg10"]
     if hasattr(trained["similarity"], "gammas"):
         metrics.update(trained["similarity"].gammas())  # of the restored best checkpoint
-    if fisher:
-        metrics["fisher_log10_kappa_qnorm"] = math.log10(fisher["kappa_qnorm"])
-        metrics["fisher_log10_kappa_dnorm"] = math.log10(fisher["kappa_dnorm"])
+    metrics.update(fisher_metrics(fisher))
     metrics.update(rag_scores)
     return metrics
 
 
 def training_curves(history: list[dict[str, Any]]) -> dict[str, dict[str, list]]:
+    if not history:  # an evaluation-only run
+        return {}
     steps = [h["step"] for h in history]
     curves = {
         "dev_ndcg10_own": [h["ndcg10"] for h in history],
@@ -322,9 +385,15 @@ def units(results: dict[str, Any]) -> dict[str, tuple[list[str], list[float]]]:
 
 
 def record_extra(encoder: GridEncoder, data, results, trained, fisher, rag_out, params) -> dict[str, Any]:
-    """The record's ``extra``: per-set results, the Fisher prediction, RAG examples, training facts."""
+    """The record's ``extra``: per-set results, the Fisher prediction, RAG examples, training facts
+    (``train`` false: an evaluation-only run, the pretrained encoder), what the means average and, for
+    users' own folders, what the run used of them."""
     info = encoder.info
     return {
+        "train": bool(params.get("train", True)),
+        "stage": "fine-tuned" if params.get("train", True) else "pretrained (evaluation only)",
+        "aggregates": aggregate_note(results),
+        "user_data": user_data_report(data["tests"]),
         "datasets": json_results(results),
         "fisher": fisher,
         "rag_examples": rag_out["examples"],
@@ -335,7 +404,7 @@ def record_extra(encoder: GridEncoder, data, results, trained, fisher, rag_out, 
             "checkpoint": info.checkpoint,
             "pooling": info.pooling if params["pooling"] == "auto" else params["pooling"],
         },
-        "data_root": str(data["root"]),
+        "data_root": str(data["root"]) if data["root"] is not None else "",
         "train_pairs": len(data["train"]),
         "training": {k: trained[k] for k in ("world_size", "global_batch_size", "gather_across_devices")},
     }

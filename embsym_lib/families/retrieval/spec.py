@@ -45,7 +45,19 @@ class RetrievalParams(SentenceEncoderParams):
     )
     data_source: Literal[rdata.TRAIN_SOURCES] = Field("pydoc", description="training pairs and dev set")
     data_dir: str = Field("", description="local data folder (empty: the generated pydoc benchmark)")
-    test_sets: list[str] = Field(list(rdata.PYDOC_TEST_SETS), description="evaluation sets, by name")
+    train: StrictBool = Field(
+        True,
+        description="fine-tune (false: evaluation only, the pretrained encoder scored under the variant)",
+    )
+    scale_matched: StrictBool = Field(
+        False,
+        description="train with every variant's logits divided by the stop-gradient batch mean of its "
+        "un-normalized magnitude factor (the same effective temperature for all; evaluation unchanged)",
+    )
+    test_sets: list[str] = Field(
+        list(rdata.PYDOC_TEST_SETS),
+        description="evaluation sets, by name, or path:<folder> for your own BEIR folder (its own group)",
+    )
     test_queries: NonNegativeCount = Field(40, description="first N judged queries per test set (0: all)")
     test_corpus: NonNegativeCount = Field(200, description="documents per test corpus (0: all)")
     dev_queries: NonNegativeCount = Field(24, description="dev queries for checkpoint selection (0: all)")
@@ -81,13 +93,18 @@ class RetrievalParams(SentenceEncoderParams):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo):
-        check_processes(self.train_processes)
+        if self.train:  # an evaluation-only run starts no training process
+            check_processes(self.train_processes)
         if not self.test_sets:
             raise ValueError("test_sets is empty: name at least one evaluation set")
-        for name in self.test_sets:
-            rdata.check_dataset(name)
+        sets = rdata.check_test_sets(self.test_sets)
+        registered = [s.name for s in sets if not s.user]
+        if data_checked(info):
+            for s in sets:
+                if s.user:
+                    rdata.check_user_folder(s)
         if self.data_source == "pydoc" and not self.data_dir:
-            bad = [n for n in self.test_sets if rdata.DATASETS[n].loader != "pydoc"]
+            bad = [n for n in registered if rdata.DATASETS[n].loader != "pydoc"]
             if bad:
                 raise ValueError(f"test sets {bad} need data_dir (a local folder with the real data)")
             return self
@@ -98,7 +115,7 @@ class RetrievalParams(SentenceEncoderParams):
             raise ValueError(
                 f"data_dir {str(root)!r} does not exist (needed for data_source={self.data_source!r})"
             )
-        for name in self.test_sets:
+        for name in registered:
             for path in rdata.dataset_paths(name, root):
                 if not path.exists():
                     raise ValueError(f"test set {name!r}: missing {path}")
@@ -119,7 +136,8 @@ SPEC = FamilySpec(
     },
     primary_metric="ndcg10_mean",
     metrics=("ndcg10_mean", "ndcg10_id", "ndcg10_ood", "mrr10_mean", "recall100_mean"),
-    grid_axes=("encoder",),
+    grid_axes=("encoder", "train", "scale_matched"),
+    conditions={"train": True, "scale_matched": False},
     metric_scale=100.0,
     description="Fine-tune a dense retriever with InfoNCE (scale 20) under each variant; nDCG@10 by exact search.",
     params=RetrievalParams,

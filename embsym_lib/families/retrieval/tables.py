@@ -60,27 +60,68 @@ def _datasets_of(df: pd.DataFrame) -> list[str]:
     return names
 
 
-def ours_table(df: pd.DataFrame, metric: str = "ndcg10") -> pd.DataFrame:
-    """Table-1 layout: one row per (encoder, benchmark group), mean ± sd over seeds ×100 per variant."""
-    from ...stats import format_mean_std
+PT, FT = "PT (evaluation only)", "fine-tuned"
 
-    named = []
+
+def _flag(df: pd.DataFrame, name: str, default: bool) -> pd.Series:
+    """A boolean parameter per run; ``default`` for records from before the parameter existed."""
+
+    def value(t) -> bool:
+        return default if t is None or (isinstance(t, float) and math.isnan(t)) else bool(t)
+
+    return param_column(df, name, default).map(value).astype(bool)
+
+
+def is_trained(df: pd.DataFrame) -> pd.Series:
+    """Which runs fine-tuned (``train`` true, the default); the others are evaluation-only (PT) runs."""
+    return _flag(df, "train", True)
+
+
+def _groups(df: pd.DataFrame, metric: str) -> tuple[list[str], list[str]]:
+    """(the paper's groups and the aggregates id / ood / mean, users' folder groups and ``user``) present."""
+    named, user = [], []
     for extra in df["extra"]:
         for r in (extra or {}).get("datasets", {}).values():
-            if r.get("group") and r["group"] not in named:
-                named.append(r["group"])
-    groups = list(dict.fromkeys(g for g in [*named, "id", "ood", "mean"] if f"{metric}_{g}" in df.columns))
+            g = r.get("group")
+            target = user if r.get("user") else named
+            if g and g not in named and g not in user:
+                target.append(g)
+    present = [g for g in [*named, "id", "ood", "mean"] if f"{metric}_{g}" in df.columns]
+    mine = [g for g in [*user, "user"] if f"{metric}_{g}" in df.columns and (g != "user" or len(user) > 1)]
+    return list(dict.fromkeys(present)), mine
+
+
+def ours_table(df: pd.DataFrame, metric: str = "ndcg10") -> pd.DataFrame:
+    """Table-1 layout: one row per (encoder, benchmark group, stage), mean ± sd over seeds ×100 per
+    variant; stage PT = the evaluation-only runs of the pretrained encoder (``train`` false), beside the
+    fine-tuned runs as in the paper's PT column. Users' own folders come last, marked, apart from the
+    paper's groups and their means."""
+    from ...stats import format_mean_std
+
+    paper_groups, user_groups = _groups(df, metric)
+    stage = is_trained(df).map({True: FT, False: PT})
     rows = []
     for encoder, sub in df.groupby("encoder", sort=True):
-        for g in groups:
+        stages = [s for s in (PT, FT) if (stage[sub.index] == s).any()]
+        for g in [*paper_groups, *user_groups]:
             col = f"{metric}_{g}"
-            row = {"encoder": encoder, "benchmark": g}
-            for v in VARIANTS:
-                vs = sub[sub["variant"] == v]
-                if not vs.empty:
-                    row[v] = format_mean_std(vs[col].astype(float).tolist(), 100.0)
-            rows.append(row)
-    return pd.DataFrame(rows)
+            label = (
+                g
+                if g in paper_groups
+                else ("user (mean of your folders)" if g == "user" else f"{g} (your folder)")
+            )
+            for st in stages:
+                row = {"encoder": encoder, "benchmark": label, "stage": st}
+                runs = sub[stage[sub.index] == st]
+                for v in VARIANTS:
+                    vs = runs[runs["variant"] == v]
+                    if not vs.empty and col in vs:
+                        row[v] = format_mean_std(vs[col].astype(float).dropna().tolist(), 100.0)
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table) and set(table["stage"]) == {FT}:
+        table = table.drop(columns="stage")  # no evaluation-only runs: the layout as before
+    return table
 
 
 def paper_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -211,11 +252,18 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
         return []
     df = df.copy()
     df["encoder"] = param_column(df, "encoder", "?")
+    # the fixed-scale ablation's runs are an arm of their own in every table (never pooled with the rest)
+    matched = _flag(df, "scale_matched", False)
+    df.loc[matched, "encoder"] = df.loc[matched, "encoder"] + " (scale-matched)"
     main, other = paper_tables()
     items = [
         ReportItem(
             "**Ours, Table-1 layout** — nDCG@10 ×100, mean ± sd over seeds. Groups: `id` = in-domain, "
-            "`ood` = mean of out-of-domain groups, `mean` = mean over groups.",
+            "`ood` = mean of out-of-domain groups, `mean` = mean over groups. Stage `PT (evaluation only)`: "
+            "the pretrained encoder scored under each variant without training (`train: false`; a fixed "
+            "model, the same at every seed), the paper's PT column; `fine-tuned`: the trained runs. A "
+            "user's own BEIR folder (`path:<folder>`) is a group of its own, listed last; `id`, `ood` and "
+            "`mean` leave it out.",
             ours_table(df),
         ),
         ReportItem(
@@ -226,6 +274,9 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
         ),
         ReportItem("The paper's Tables 2/16 (scratch, E5).", other),
     ]
+    df = df[is_trained(df)]  # the rest is about training: evaluation-only runs only enter Table 1
+    if df.empty:
+        return items
     pool = ", ".join(sorted({str((p or {}).get("irrelevant_pool")) for p in df["params"]}))
     for encoder in sorted(df["encoder"].dropna().unique()):
         items.append(

@@ -37,6 +37,8 @@ def load_pairs(params: dict[str, Any]) -> dict[str, pd.DataFrame]:
                 project_path(params["nli_file"]), params["nli_max_pairs"], params["data_seed"]
             )
             splits["train"] = pd.concat([splits["train"], nli], ignore_index=True)
+    if params.get("test_file"):
+        splits["test"] = data.read_pairs_file(project_path(params["test_file"]))
     if params["max_train_pairs"]:
         splits["train"] = (
             splits["train"]
@@ -86,6 +88,8 @@ def train(
 ) -> dict:
     """SentenceTransformerTrainer with the regression loss (the encoder's overrides applied, e.g. scratch's
     learning rate and epochs); the dev split is evaluated after every epoch with ``evaluate_dev``."""
+    if not params.get("train", True):
+        return {"loss_x": [], "loss_y": [], "dev_x": [], "dev_y": []}  # evaluation only: nothing trained
     dev = unit_scores(splits["dev"]) if params["evaluate_dev"] else None
     return ADAPTER.fit(encoder, loss, {"train": unit_scores(splits["train"]), "dev": dev}, params, log)
 
@@ -105,6 +109,8 @@ def metrics_of(
 
 
 def curves_of(history: dict[str, list]) -> dict[str, dict[str, list]]:
+    if not history["loss_x"] and not history["dev_x"]:  # an evaluation-only run
+        return {}
     curves = {"train_loss": {"x": history["loss_x"], "y": history["loss_y"]}}
     if history["dev_x"]:
         curves["dev_spearman"] = {"x": history["dev_x"], "y": history["dev_y"]}
@@ -114,10 +120,21 @@ def curves_of(history: dict[str, list]) -> dict[str, dict[str, list]]:
 def record_extra(encoder: GridEncoder, splits: dict[str, pd.DataFrame], trainable: int, params) -> dict:
     from .tables import PAPER_NAMES
 
+    trains = bool(params.get("train", True))
     return {
         "paper_name": PAPER_NAMES[params["variant"]],
         "query_side": "sentence1",
-        "train_pairs": len(splits["train"]),
+        "train_pairs": len(splits["train"]) if trains else 0,
         "test_pairs": len(splits["test"]),
-        "trainable_parameters": trainable,
+        "trainable_parameters": trainable if trains else 0,
+        "train": trains,
+        "stage": "fine-tuned" if trains else "pretrained (evaluation only)",
+        "test_data": test_data(params),
     }
+
+
+def test_data(params: dict[str, Any]) -> str:
+    """Where the test pairs come from, in words (the record's ``extra`` and the notebook's log)."""
+    if params.get("test_file"):
+        return f"your file {project_path(params['test_file'])}"
+    return "the generated pairs' test split" if params["dataset"] == "synthetic" else "STS-B's test split"

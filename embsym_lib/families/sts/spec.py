@@ -50,7 +50,16 @@ class StsParams(SentenceEncoderParams):
         {"scratch": {"lr": 0.002, "epochs": 8, "trainable_layers": -1}},
         description=f"per-encoder training values; keys: {', '.join(OVERRIDABLE)}",
     )
+    train: StrictBool = Field(
+        True,
+        description="fine-tune (false: evaluation only, the pretrained encoder scored under the variant)",
+    )
     dataset: Literal["synthetic", "stsb"] = Field("synthetic", description="generated pairs, or STS-B")
+    test_file: str = Field(
+        "",
+        description="your own pairs in STS-B's format (sentence1, sentence2, score 0–5), scored as the test "
+        "split (empty: the dataset's)",
+    )
     data_dir: str = Field("", description="STS-B folder (sts-*.csv or stsbenchmark.tsv.gz)")
     nli_file: str = Field("", description="AllNLI.tsv.gz appended to STS-B train (empty: none)")
     nli_max_pairs: NonNegativeCount = Field(0, description="AllNLI pairs kept, a seeded sample (0: all)")
@@ -74,6 +83,13 @@ class StsParams(SentenceEncoderParams):
 
     @model_validator(mode="after")
     def _data(self, info: ValidationInfo):
+        if self.test_file and data_checked(info):
+            from ...data.sts import check_pairs_file
+
+            try:
+                check_pairs_file(project_path(self.test_file))
+            except (FileNotFoundError, ValueError) as e:
+                raise ValueError(f"test_file: {e}") from None
         if self.dataset != "stsb":
             return self
         if not self.data_dir:
@@ -105,7 +121,8 @@ SPEC = FamilySpec(
     primary_metric="spearman",
     metrics=("spearman", "pearson"),
     variants=VARIANTS,
-    grid_axes=("encoder",),
+    grid_axes=("encoder", "train"),
+    conditions={"train": True},
     description="Sentence-pair similarity trained with a regression loss on the grid's pair score "
     "(sentence-transformers); sentence 1 is the query, so qnorm = Sent1Norm and dnorm = Sent2Norm.",
     params=StsParams,

@@ -38,10 +38,25 @@ def ours_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def is_trained(df: pd.DataFrame) -> pd.Series:
+    """Which runs fine-tuned (``train`` true, the default); the others are evaluation-only (PT) runs."""
+
+    def trained(t) -> bool:  # records from before the parameter existed trained
+        return t is None or (isinstance(t, float) and np.isnan(t)) or bool(t)
+
+    return param_column(df, "train", True).map(trained).astype(bool)
+
+
 def table5(df: pd.DataFrame) -> pd.DataFrame:
-    """Ours (test Spearman) above the paper's Table 5 rows."""
-    ours = ours_table(df, "spearman")
+    """Ours (test Spearman) above the paper's Table 5 rows; evaluation-only runs (``train`` false) as
+    rows of their own, ``(PT)``."""
+    trained = is_trained(df)
+    ours = ours_table(df[trained], "spearman")
     ours.index = [f"ours: {i}" for i in ours.index]
+    if (~trained).any():
+        pt = ours_table(df[~trained], "spearman")
+        pt.index = [f"ours: {i} (PT, evaluation only)" for i in pt.index]
+        ours = pd.concat([ours, pt])
     theirs = (
         reference()
         .pivot_table(index="setting", columns="variant", values="value")
@@ -107,16 +122,20 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
         return []
     df = df.copy()
     df["encoder"] = param_column(df, "encoder", "?")
-    by_run = df.groupby(["encoder", "variant"])
     items = [
         ReportItem(
             "**Table 5 layout**: Spearman on the test split, mean ± sd over seeds. Sent1Norm = qnorm and "
             "Sent2Norm = dnorm, with sentence 1 as the query. The paper's rows are STS-B with "
             "Contriever/RetroMAE; ours are whatever profile the records come from (offline: the generated "
-            "pair set).",
+            "pair set). `(PT, evaluation only)`: the pretrained encoder scored without training "
+            "(`train: false`).",
             table5(df),
         )
     ]
+    df = df[is_trained(df)]  # the rest is about training
+    if df.empty:
+        return items
+    by_run = df.groupby(["encoder", "variant"])
     if "spearman_untrained" in df:
         items.append(
             ReportItem(

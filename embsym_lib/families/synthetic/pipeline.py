@@ -8,13 +8,16 @@ from typing import Any
 import torch
 
 from ... import testbed
-from ...diagnostics import predict_side
+from ...diagnostics import fisher_metrics, predict_side
 from ...similarity import FIXED_VARIANTS
+
+SYMMETRIC_TASKS = ("symmetric", "symmetric_signal")
 
 
 def make_task(params: dict[str, Any]):
-    """The generated task: its data come from ``data_seed``, the same for every run."""
-    if params["task"] == "symmetric":
+    """The generated task (``testbed``'s 2 x 2 design or the ablation); its data come from ``data_seed``,
+    the same for every run."""
+    if params["task"] in SYMMETRIC_TASKS:
         return testbed.make_symmetric_task(
             params["data_seed"],
             params["n_train"],
@@ -23,7 +26,9 @@ def make_task(params: dict[str, Any]):
             params["input_dim"],
             params["magnitude_noise"],
             params["input_noise"],
+            magnitude_signal=params["magnitude_signal"] if params["task"] == "symmetric_signal" else 0.0,
         )
+    nuisance = params["task"] == "asymmetric_nuisance"
     return testbed.make_asymmetric_task(
         params["data_seed"],
         params["n_docs"],
@@ -32,16 +37,17 @@ def make_task(params: dict[str, Any]):
         params["n_heldout"],
         params["latent_dim"],
         params["input_dim"],
-        params["quality_weight"],
+        0.0 if nuisance else params["quality_weight"],
         params["input_noise"],
         params["n_relevant"],
+        doc_magnitude_noise=params["magnitude_noise"] if nuisance else 0.0,
     )
 
 
 def fisher_prediction(task, params: dict[str, Any]) -> dict[str, Any]:
     """The Fisher predictor on held-out queries embedded by this seed's *untrained* encoders: nothing any
     compared run trained on (the referee's non-circularity condition). Empty for the symmetric task."""
-    if params["task"] == "symmetric":
+    if params["task"] in SYMMETRIC_TASKS:
         return {}
     torch.manual_seed(int(params["seed"]))
     init_q = testbed.mlp(task.train_q_x.shape[1], params["hidden"], params["embedding_dim"])
@@ -59,7 +65,7 @@ def train(task, params: dict[str, Any]) -> dict[str, Any]:
         embed_dim=params["embedding_dim"],
     )
     variant, seed = params["variant"], int(params["seed"])
-    if params["task"] == "symmetric":
+    if params["task"] in SYMMETRIC_TASKS:
         return testbed.train_symmetric(task, variant, seed, **common)
     return testbed.train_asymmetric(
         task,
@@ -75,7 +81,7 @@ def train(task, params: dict[str, Any]) -> dict[str, Any]:
 def evaluate(task, trained: dict[str, Any], params: dict[str, Any], fisher: dict[str, Any]) -> dict[str, Any]:
     """Test metrics under the run's own scoring, the cross-evaluation row (the same embeddings scored with
     each fixed variant), magnitude diagnostics, the per-query units; ``{metrics, extra, units}``."""
-    if params["task"] == "symmetric":
+    if params["task"] in SYMMETRIC_TASKS:
         metrics = testbed.evaluate_symmetric(task, trained["encoder"], trained["similarity"])
         cross = {
             v: testbed.evaluate_symmetric(task, trained["encoder"], None, v)["spearman"]
@@ -92,13 +98,8 @@ def evaluate(task, trained: dict[str, Any], params: dict[str, Any], fisher: dict
         metrics.update(testbed.magnitude_shuffle(task, *encoders, trained["similarity"], int(params["seed"])))
         cross = {v: testbed.evaluate_asymmetric(task, *encoders, None, v)["ndcg@10"] for v in FIXED_VARIANTS}
         metrics.update({f"xeval_{v}_ndcg@10": s for v, s in cross.items()})
-        metrics.update(
-            {"fisher_kappa_qnorm": fisher["kappa_qnorm"], "fisher_kappa_dnorm": fisher["kappa_dnorm"]}
-        )
-        extra = {
-            "cross_eval": {"metric": "ndcg@10", "scores": cross},
-            "fisher_predicted": fisher["predicted"],
-        }
+        metrics.update(fisher_metrics(fisher))
+        extra = {"cross_eval": {"metric": "ndcg@10", "scores": cross}, "fisher": fisher}
     if params["variant"] == "learn":
         metrics.update(trained["similarity"].gammas())
     return {"metrics": metrics, "extra": extra, "units": units}
