@@ -7,6 +7,13 @@ family's elapsed wall time (first run started to last run finished: what ``--job
 sum of the runner's per-run wall times (papermill and kernel start included), the median run, and the
 largest peak RSS of a run's kernel and of its CUDA allocations. Failed and interrupted runs count in the
 times (they used the machine) but are listed separately.
+
+A second table splits each complete run's wall time, read from the executed notebook's papermill cell
+times and the record's own clock: *kernel start* (papermill start to the first cell), *setup* (first cell
+to the record opening: imports, parameter validation), *work* (the record's wall time: data, training,
+evaluation, figures), *kernel stop* (last cell to papermill's end: kernel shutdown, final notebook
+write) and *runner* (the rest: reading the notebook, injecting parameters, updating the record).
+Everything but *work* is the per-run overhead of one papermill notebook per grid point.
 """
 
 from __future__ import annotations
@@ -50,16 +57,57 @@ def family_rows(outputs: Path, profile: str | None) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--outputs", default="outputs", type=Path)
-    ap.add_argument("--profile", default="offline", help="'' for every profile")
-    args = ap.parse_args()
-    if not args.outputs.is_dir():
-        ap.error(f"--outputs {str(args.outputs)!r} is not a directory")
-    rows = family_rows(args.outputs, args.profile or None)
-    if not rows:
-        ap.error(f"no run records under {args.outputs} (profile {args.profile!r})")
+SPLIT = ("kernel start", "setup", "work", "kernel stop", "runner")
+
+
+def _seconds(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def run_split(run_dir: Path, rec: dict) -> dict[str, float] | None:
+    """Seconds of one complete run in each part of SPLIT (None without its executed notebook)."""
+    notebook = run_dir / f"{rec['family']}.ipynb"
+    runner_wall, work = rec.get("runner_wall_time_s"), rec.get("wall_time_s")
+    if rec.get("status") != "complete" or not notebook.is_file() or not runner_wall or work is None:
+        return None
+    nb = json.loads(notebook.read_text())
+    pm = nb.get("metadata", {}).get("papermill", {})
+    times = [c.get("metadata", {}).get("papermill", {}) for c in nb["cells"] if c["cell_type"] == "code"]
+    if not pm.get("start_time") or not pm.get("end_time") or not times or not times[0].get("start_time"):
+        return None
+    first, last = _seconds(times[0]["start_time"]), _seconds(times[-1]["end_time"])
+    start, end = _seconds(pm["start_time"]), _seconds(pm["end_time"])
+    return {
+        "kernel start": first - start,
+        "setup": max(0.0, (last - first) - work),
+        "work": work,
+        "kernel stop": end - last,
+        "runner": max(0.0, runner_wall - (end - start)),
+    }
+
+
+def split_rows(outputs: Path, profile: str | None) -> list[dict]:
+    by_family: dict[str, list[dict[str, float]]] = {}
+    for path in sorted(outputs.glob(f"*/*/{RECORD_NAME}")):
+        rec = json.loads(path.read_text())
+        if profile and rec.get("profile") != profile:
+            continue
+        split = run_split(path.parent, rec)
+        if split is not None:
+            by_family.setdefault(rec["family"], []).append(split)
+    rows = []
+    for family, splits in sorted(by_family.items()) + [("all", [s for v in by_family.values() for s in v])]:
+        if not splits:
+            continue
+        total = sum(sum(s.values()) for s in splits)
+        row = {"family": family, "runs": len(splits)}
+        row.update({f"{part} (s/run)": sum(s[part] for s in splits) / len(splits) for part in SPLIT})
+        row["overhead (% of run time)"] = 100 * (total - sum(s["work"] for s in splits)) / total
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
     cols = list(rows[0])
     fmt = {float: "{:.1f}", int: "{}", type(None): "{}"}
 
@@ -70,10 +118,27 @@ def main() -> None:
     print("|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(cell(r[c]) for c in cols) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--outputs", default="outputs", type=Path)
+    ap.add_argument("--profile", default="offline", help="'' for every profile")
+    args = ap.parse_args()
+    if not args.outputs.is_dir():
+        ap.error(f"--outputs {str(args.outputs)!r} is not a directory")
+    rows = family_rows(args.outputs, args.profile or None)
+    if not rows:
+        ap.error(f"no run records under {args.outputs} (profile {args.profile!r})")
+    print_table(rows)
     total = sum(r["sum of runs (min)"] for r in rows)
     print(
         f"\nsum of all runs: {total:.1f} min over {sum(r['complete'] + r['not complete'] for r in rows)} runs"
     )
+    split = split_rows(args.outputs, args.profile or None)
+    if split:
+        print("\nwhere a complete run's seconds go (mean per run):\n")
+        print_table(split)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .families import UnknownFamilyError, registry
 from .params import PARAMS_DIR, ParamError, available_profiles, expand, parse_override
-from .runner import DEFAULT_OUTPUTS, print_progress, run_grid, run_grid_ray
+from .runner import DEFAULT_OUTPUTS, SweepProgress, run_grid, run_grid_ray
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,11 +100,12 @@ def _cmd_run(args) -> int:
         return 0
     if args.address and args.backend != "ray":
         raise ParamError("--address needs --backend ray")
+    progress = SweepProgress(points, jobs=None if args.backend == "ray" else args.jobs)
     try:
         if args.backend == "ray":
-            results = run_grid_ray(points, args.outputs, address=args.address, on_result=print_progress)
+            results = run_grid_ray(points, args.outputs, address=args.address, on_result=progress)
         else:
-            results = run_grid(points, args.outputs, jobs=args.jobs, on_result=print_progress)
+            results = run_grid(points, args.outputs, jobs=args.jobs, on_result=progress)
     except KeyboardInterrupt:
         print("\nembsym: interrupted; completed runs are kept and will be skipped next time", file=sys.stderr)
         return 130

@@ -106,6 +106,10 @@ def run_point(
             cwd=str(records.PROJECT_ROOT),  # relative paths in params are relative to the project root
             execution_timeout=execution_timeout,
             extra_arguments=KERNEL_ARGUMENTS,
+            # The record is written (atomically) by the last cell and every output has reached papermill
+            # once the kernel is idle: a graceful shutdown only waits ~2 s per run for the interpreter's
+            # teardown (benchmarks/bench_reproduce.py: "kernel stop").
+            shutdown_kernel="immediate",
         )
     except KeyboardInterrupt:
         _mark_unfinished(run_dir, point, params, "interrupted", "interrupted by the user", started, t0)
@@ -291,13 +295,70 @@ def run_grid_ray(
     return [r for r in results if r is not None]
 
 
-def print_progress(done: int, total: int, res: RunResult) -> None:
-    primary = get_family(res.point.family).primary_metric_of(res.point.params)
-    metric = (res.record or {}).get("metrics", {}).get(primary)
-    detail = {
-        "complete": f"{res.wall_time_s:.1f}s"
-        + (f"  {primary}={metric:.4f}" if isinstance(metric, float) else ""),
-        "skipped": "already complete",
-        "failed": f"FAILED: {res.error}",
-    }.get(res.status, res.status)
-    print(f"[{done}/{total}] {res.point.label}: {detail}", flush=True)
+class SweepProgress:
+    """One line per finished run: runs done, failures, time elapsed and an estimate of the time left.
+
+    The estimate sums, over the runs still to do, the mean wall time of this sweep's finished runs of
+    the same family (of all families until one of it has finished), divided by the parallel jobs (with
+    ``jobs=None``, as on a Ray cluster, by the parallelism measured so far: run time finished per second
+    elapsed); runs skipped as already complete count neither way.
+    """
+
+    def __init__(
+        self, points: Sequence[GridPoint], jobs: int | None = 1, clock: Callable[[], float] = time.monotonic
+    ):
+        self.points = list(points)
+        self.jobs = jobs
+        self.clock = clock
+        self.start = clock()
+        self.reported: set[str] = set()
+        self.walls: dict[str, list[float]] = {}
+        self.failed = 0
+        self.skipped = 0
+
+    def eta_s(self) -> float | None:
+        every = [w for walls in self.walls.values() for w in walls]
+        if not every:
+            return None
+        overall = sum(every) / len(every)
+        left = 0.0
+        for p in self.points:
+            if p.run_id in self.reported:
+                continue
+            mine = self.walls.get(p.family)
+            left += sum(mine) / len(mine) if mine else overall
+        parallel = self.jobs or sum(every) / max(self.clock() - self.start, 1e-9)
+        return left / max(1.0, parallel)
+
+    def line(self, done: int, total: int, res: RunResult) -> str:
+        self.reported.add(res.point.run_id)
+        if res.status == "skipped":
+            self.skipped += 1
+        else:
+            self.walls.setdefault(res.point.family, []).append(res.wall_time_s)
+        self.failed += res.status in ("failed", "interrupted")
+        counts = "".join(
+            f" {n} {what}" for n, what in ((self.failed, "failed"), (self.skipped, "skipped")) if n
+        )
+        eta = self.eta_s()
+        timing = f"{_clock(self.clock() - self.start)} elapsed" + (
+            f", ~{_clock(eta)} left" if eta is not None and done < total else ""
+        )
+        primary = get_family(res.point.family).primary_metric_of(res.point.params)
+        metric = (res.record or {}).get("metrics", {}).get(primary)
+        detail = {
+            "complete": f"{res.wall_time_s:.1f}s"
+            + (f"  {primary}={metric:.4f}" if isinstance(metric, float) else ""),
+            "skipped": "already complete",
+            "failed": f"FAILED: {res.error}",
+        }.get(res.status, res.status)
+        return f"[{done}/{total}{counts} | {timing}] {res.point.label}: {detail}"
+
+    def __call__(self, done: int, total: int, res: RunResult) -> None:
+        print(self.line(done, total, res), flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

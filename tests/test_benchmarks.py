@@ -21,10 +21,16 @@ def test_bench_reproduce_tables_real_records(synthetic_runs):
         text=True,
         check=True,
     ).stdout
-    (row,) = [line for line in out.splitlines() if line.startswith("| synthetic")]
-    cells = [c.strip() for c in row.strip("|").split("|")]
+    rows = [line for line in out.splitlines() if line.startswith("| synthetic")]
+    assert len(rows) == 2  # the per-family table, then the split of a run's seconds
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == str(len(synthetic_runs["points"])) and cells[2] == "0"
     assert float(cells[3]) > 0 and float(cells[6]) > 100  # elapsed minutes, peak RSS in MiB
+    # the split of each run's seconds: parts add up to the runner's wall time
+    parts = [float(c) for c in rows[1].strip("|").split("|")[2:]]
+    kernel_start, setup, work, kernel_stop, runner, overhead_pct = parts
+    assert work > 0 and kernel_start > 0 and setup > 0 and kernel_stop < 1.0  # the kernel is stopped at once
+    assert abs(overhead_pct - 100 * (kernel_start + setup + kernel_stop + runner) / sum(parts[:5])) < 3
 
 
 def test_bench_reproduce_rejects_a_missing_folder(tmp_path):

@@ -185,3 +185,48 @@ def test_a_dry_run_lists_the_points_and_the_missing_data(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "grid point(s) in clip (profile paper)" in out
     assert "missing data (a real run would stop here)" in out and "data_dir" in out
+
+
+def test_the_progress_line_counts_failures_and_estimates_the_time_left():
+    from pathlib import Path
+
+    from embsym_lib.params import GridPoint
+    from embsym_lib.runner import RunResult, SweepProgress
+
+    def point(family, i):
+        params = {
+            "variant": "dot",
+            "seed": i,
+            "task": "asymmetric",
+            "dataset": "nations",
+            "composition": "distmult",
+        }
+        return GridPoint(family, "offline", params, {}, f"{family}-{i}")
+
+    points = [point("synthetic", 0), point("synthetic", 1), point("kg", 0), point("kg", 1)]
+    now = [0.0]
+    progress = SweepProgress(points, jobs=2, clock=lambda: now[0])
+
+    def finish(i, status, wall):
+        return RunResult(points[i], status, Path("."), None, "boom" if status == "failed" else None, wall)
+
+    now[0] = 10.0
+    line = progress.line(1, 4, finish(0, "complete", 10.0))
+    # three runs left at the only mean so far (10 s), two at a time
+    assert line.startswith("[1/4 | 0m10s elapsed, ~0m15s left] synthetic")
+    now[0] = 30.0
+    line = progress.line(2, 4, finish(2, "failed", 30.0))
+    # left: one synthetic run (10 s) and one kg run (30 s), two at a time
+    assert line.startswith("[2/4 1 failed | 0m30s elapsed, ~0m20s left] kg") and "FAILED: boom" in line
+    line = progress.line(3, 4, finish(1, "skipped", 0.0))
+    assert "1 failed 1 skipped" in line and "~0m15s left" in line
+    now[0] = 3700.0
+    assert progress.line(4, 4, finish(3, "complete", 40.0)).startswith(
+        "[4/4 1 failed 1 skipped | 1h01m elapsed]"
+    )
+    # a cluster's parallelism is measured: 80 s of runs finished in 3,700 s -> no faster than serial
+    cluster = SweepProgress(points, jobs=None, clock=lambda: now[0])
+    now[0] = 3700.0
+    cluster.start = 3690.0
+    cluster.line(1, 4, finish(0, "complete", 20.0))  # 20 s of runs in 10 s: two at a time
+    assert cluster.eta_s() == 30.0
