@@ -14,6 +14,14 @@ to the record opening: imports, parameter validation), *work* (the record's wall
 evaluation, figures), *kernel stop* (last cell to papermill's end: kernel shutdown, final notebook
 write) and *runner* (the rest: reading the notebook, injecting parameters, updating the record).
 Everything but *work* is the per-run overhead of one papermill notebook per grid point.
+
+    .venv/bin/python benchmarks/bench_reproduce.py --compare-kernels synthetic kg [--seeds 0] [--jobs 2]
+
+runs the named families' offline grids twice in one go, into a temporary folder: once with fresh kernels
+(papermill's stock path, one new interpreter per run) and once with warm kernels (forked from a server
+that has imported the notebook's modules, ``embsym_lib.warm_kernels``, the default), prints the split of
+each, the ratio of their elapsed times, and whether every run's metrics are bit-identical between the
+two.
 """
 
 from __future__ import annotations
@@ -120,11 +128,47 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cell(r[c]) for c in cols) + " |")
 
 
+def compare_kernels(families: list[str], seeds: list[int] | None, jobs: int) -> None:
+    import tempfile
+    import time
+
+    from embsym_lib.params import expand
+    from embsym_lib.runner import run_grid
+
+    points = [p for f in families for p in expand(f, "offline", seeds=seeds)]
+    print(
+        f"{len(points)} runs of {', '.join(families)} (offline), {jobs} at a time, fresh then warm kernels\n"
+    )
+    elapsed, metrics = {}, {}
+    with tempfile.TemporaryDirectory(prefix="embsym-bench-") as tmp:
+        for kind in ("fresh", "warm"):
+            outputs = Path(tmp) / kind
+            t0 = time.perf_counter()
+            results = run_grid(points, outputs, jobs=jobs, warm=kind == "warm")
+            elapsed[kind] = time.perf_counter() - t0
+            failed = [r.point.label for r in results if r.status != "complete"]
+            if failed:
+                raise SystemExit(f"{kind} kernels: {len(failed)} run(s) did not complete, e.g. {failed[0]}")
+            metrics[kind] = {r.point.run_id: r.record["metrics"] for r in results}
+            print(f"{kind} kernels: {elapsed[kind]:.1f} s elapsed\n")
+            print_table(split_rows(outputs, "offline"))
+            print()
+    same = metrics["fresh"] == metrics["warm"]
+    print(f"elapsed, warm / fresh: {elapsed['warm'] / elapsed['fresh']:.2f}")
+    print(f"every run's metrics bit-identical between fresh and warm kernels: {'yes' if same else 'NO'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--outputs", default="outputs", type=Path)
     ap.add_argument("--profile", default="offline", help="'' for every profile")
+    ap.add_argument("--compare-kernels", nargs="+", metavar="FAMILY", help="time fresh against warm kernels")
+    ap.add_argument("--seeds", type=int, nargs="+", help="with --compare-kernels: these seeds only")
+    ap.add_argument("--jobs", type=int, default=2, help="with --compare-kernels: runs at a time")
     args = ap.parse_args()
+    if args.compare_kernels:
+        compare_kernels(args.compare_kernels, args.seeds, args.jobs)
+        return
     if not args.outputs.is_dir():
         ap.error(f"--outputs {str(args.outputs)!r} is not a directory")
     rows = family_rows(args.outputs, args.profile or None)

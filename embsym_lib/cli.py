@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--params-dir", type=Path, default=PARAMS_DIR, help=argparse.SUPPRESS)
     r.add_argument("--jobs", type=int, default=1, help="grid points run at once, local backend (default 1)")
     r.add_argument(
+        "--fresh-kernels",
+        action="store_true",
+        help="start every run's kernel as a new interpreter instead of forking it from a server that has "
+        "imported the notebook's modules (local backend; the same as EMBSYM_FRESH_KERNELS=1)",
+    )
+    r.add_argument(
         "--backend",
         choices=("local", "ray"),
         default="local",
@@ -105,7 +111,13 @@ def _cmd_run(args) -> int:
         if args.backend == "ray":
             results = run_grid_ray(points, args.outputs, address=args.address, on_result=progress)
         else:
-            results = run_grid(points, args.outputs, jobs=args.jobs, on_result=progress)
+            results = run_grid(
+                points,
+                args.outputs,
+                jobs=args.jobs,
+                on_result=progress,
+                warm=False if args.fresh_kernels else None,
+            )
     except KeyboardInterrupt:
         print("\nembsym: interrupted; completed runs are kept and will be skipped next time", file=sys.stderr)
         return 130

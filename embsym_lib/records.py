@@ -129,6 +129,14 @@ def peak_memory() -> dict[str, float | None]:
     return out
 
 
+def kernel_start() -> str | None:
+    """How the notebook kernel writing this record started: "warm" (forked from a server that had
+    imported its modules, ``warm_kernels``), "fresh" (a new interpreter), None outside a kernel."""
+    if os.environ.get("EMBSYM_KERNEL") == "warm":
+        return "warm"
+    return "fresh" if "ipykernel" in sys.modules else None
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -270,6 +278,7 @@ def write_record(
         "device": device_info(),
         "memory": peak_memory(),
         "argv": sys.argv[:1],
+        "kernel": kernel_start(),
     }
     atomic_write_json(Path(run_dir) / RECORD_NAME, record)
     return record

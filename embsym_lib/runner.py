@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records, runtime
+from . import records, runtime, warm_kernels
 from .families import get_family
 from .params import GridPoint
 
@@ -78,9 +79,12 @@ def run_point(
     outputs_dir: Path = DEFAULT_OUTPUTS,
     execution_timeout: int | None = None,
     max_threads: int | None = None,
+    warm: bool = False,
 ) -> RunResult:
     """Run one grid point (or skip it if already complete). Its kernel gets the CPU threads its profile
-    declares, at most ``max_threads`` (the machine's share of each of the parallel runs)."""
+    declares, at most ``max_threads`` (the machine's share of each of the parallel runs); with ``warm``,
+    the kernel is forked from a server that has already imported the notebook's modules
+    (``warm_kernels``)."""
     import papermill as pm
 
     run_dir = Path(outputs_dir) / point.family / point.run_id
@@ -93,6 +97,9 @@ def run_point(
     kernel_environment(point.profile, min(cpus, max_threads) if cpus and max_threads else cpus)
     params = {**point.params, "run_dir": str(run_dir)}
     notebook = Path(point.notebook)
+    engine_options: dict[str, Any] = {}
+    if warm:
+        engine_options["kernel_manager_class"] = warm_kernels.kernel_manager_class(notebook)
     t0 = time.perf_counter()
     started = records.now_iso()
     error: str | None = None
@@ -110,6 +117,7 @@ def run_point(
             # once the kernel is idle: a graceful shutdown only waits ~2 s per run for the interpreter's
             # teardown (benchmarks/bench_reproduce.py: "kernel stop").
             shutdown_kernel="immediate",
+            **engine_options,
         )
     except KeyboardInterrupt:
         _mark_unfinished(run_dir, point, params, "interrupted", "interrupted by the user", started, t0)
@@ -157,23 +165,34 @@ def run_grid(
     jobs: int = 1,
     on_result: Callable[[int, int, RunResult], None] | None = None,
     execution_timeout: int | None = None,
+    warm: bool | None = None,
 ) -> list[RunResult]:
-    """Run every grid point (``jobs`` at a time); returns one RunResult per point, in order."""
+    """Run every grid point (``jobs`` at a time); returns one RunResult per point, in order.
+    ``warm`` (default: unless $EMBSYM_FRESH_KERNELS is set): fork each kernel from a server that has
+    already imported its notebook's modules (``warm_kernels``)."""
     _check_local_gpu_jobs(points, jobs)
+    warm = warm_kernels.enabled() if warm is None else warm
     with environment_restored():
-        return _run_grid(points, outputs_dir, jobs, on_result, execution_timeout)
+        try:
+            return _run_grid(points, outputs_dir, jobs, on_result, execution_timeout, warm)
+        finally:
+            warm_kernels.stop_servers()
 
 
-def _run_grid(points, outputs_dir, jobs, on_result, execution_timeout) -> list[RunResult]:
+def _run_grid(points, outputs_dir, jobs, on_result, execution_timeout, warm) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(points)
     lock = threading.Lock()
     done = 0
+    left_per_notebook = Counter(p.notebook for p in points)
 
     def report(i: int, res: RunResult) -> None:
         nonlocal done
         with lock:
             done += 1
             results[i] = res
+            left_per_notebook[res.point.notebook] -= 1
+            if warm and not left_per_notebook[res.point.notebook]:
+                warm_kernels.stop_servers(Path(res.point.notebook))  # its memory is not needed any more
             if on_result:
                 on_result(done, len(points), res)
 
@@ -181,7 +200,7 @@ def _run_grid(points, outputs_dir, jobs, on_result, execution_timeout) -> list[R
     max_threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
     if jobs <= 1:
         for i, p in enumerate(points):
-            report(i, run_point(p, outputs_dir, execution_timeout, max_threads))
+            report(i, run_point(p, outputs_dir, execution_timeout, max_threads, warm))
     else:
         in_flight: set[int] = set()  # idents of the worker threads inside run_point
 
@@ -189,7 +208,7 @@ def _run_grid(points, outputs_dir, jobs, on_result, execution_timeout) -> list[R
             with lock:
                 in_flight.add(threading.get_ident())
             try:
-                return run_point(point, outputs_dir, execution_timeout, max_threads)
+                return run_point(point, outputs_dir, execution_timeout, max_threads, warm)
             finally:
                 with lock:
                     in_flight.discard(threading.get_ident())
