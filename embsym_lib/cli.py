@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -107,6 +108,7 @@ def _cmd_run(args) -> int:
     if args.address and args.backend != "ray":
         raise ParamError("--address needs --backend ray")
     progress = SweepProgress(points, jobs=None if args.backend == "ray" else args.jobs)
+    previous = _sigterm_as_interrupt()
     try:
         if args.backend == "ray":
             results = run_grid_ray(points, args.outputs, address=args.address, on_result=progress)
@@ -121,6 +123,8 @@ def _cmd_run(args) -> int:
     except KeyboardInterrupt:
         print("\nembsym: interrupted; completed runs are kept and will be skipped next time", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     counts = Counter(r.status for r in results)
     print("embsym: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     failed = [r for r in results if r.status == "failed"]
@@ -130,6 +134,17 @@ def _cmd_run(args) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _sigterm_as_interrupt():
+    """A sweep stopped by SIGTERM (a job scheduler's time limit, ``kill``) ends as Ctrl-C does: the running
+    notebooks are stopped and marked ``interrupted``, the warm kernel servers stopped, and the next
+    ``embsym run`` resumes. Returns the handler it replaced."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _cmd_collate(args) -> int:

@@ -88,32 +88,22 @@ class RunContext:
         ``failed`` (metrics and curves kept for inspection) and ``RunDiverged`` is raised, so the run
         never counts as complete."""
         problem = self.divergence(metrics, curves or {})
+        common = {"metrics": metrics, "curves": curves, "extra": extra}
         if problem:
-            records.write_record(
-                self.run_dir,
-                family=self.spec.name,
-                params=self.params,
-                status="failed",
-                metrics=metrics,
-                curves=curves,
-                extra=extra,
-                error=f"RunDiverged: {problem}",
-                started=self.started,
-                wall_time_s=self.elapsed(),
-            )
+            self._write("failed", **common, error=f"RunDiverged: {problem}")
             raise RunDiverged(problem)
         sizes = records.write_units(self.run_dir, units) if units else None
+        return self._write("complete", **common, units=sizes)
+
+    def _write(self, status: str, **fields: Any) -> dict[str, Any]:
         return records.write_record(
             self.run_dir,
             family=self.spec.name,
             params=self.params,
-            status="complete",
-            metrics=metrics,
-            curves=curves,
-            extra=extra,
-            units=sizes,
+            status=status,
             started=self.started,
             wall_time_s=self.elapsed(),
+            **fields,
         )
 
     def divergence(self, metrics: dict[str, Any], curves: dict[str, dict[str, list]]) -> str | None:

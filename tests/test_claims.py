@@ -337,3 +337,22 @@ def test_a_predictor_that_abstains_is_scored_on_its_decided_answers_and_pooled_a
     abstaining = frame([{**row, "metrics": {**row["metrics"], "fisher_prefers_qnorm": 0.0}} for row in rows])
     r = only_row(abstaining, pooled)
     assert r["verdict"] == UNTESTABLE and "abstained on all 24" in r["reason"]
+
+
+@pytest.mark.parametrize("run_sd, decides", [(0.001, True), (0.05, False)])
+def test_the_power_table_says_whether_the_design_detects_the_planned_effect(run_sd, decides):
+    rng = np.random.default_rng(3)
+    df = two_variant_runs(rng, params=ASYM, effects={"qnorm": 0.02}, seeds=5, run_sd=run_sd, seed_sd=0.0)
+    out = claims.evaluate(df, [claim(kind="rule", named=["qnorm"], margin=0.02, metric="")])
+    (row,) = claims.power_table(out).to_dict("records")
+    assert row["replicates"] == "5 seeds" and row["planned (% of baseline)"] == 2.0
+    target = claims.PLANNED_RELATIVE_EFFECT * abs(out.iloc[0]["baseline"])
+    assert row["decides the plan"] is decides
+    assert math.isclose(
+        row["detectable (% of baseline)"], 100 * out.iloc[0]["mde"] / abs(out.iloc[0]["baseline"])
+    )
+    # the seeds it asks for are the fewest at which the engine's own detectable effect reaches the plan
+    needed, sd = row["replicates for the plan"], out.iloc[0]["sd"]
+    assert claims._detectable_dz(needed) * sd <= target * 1.001
+    assert needed == 2 or claims._detectable_dz(needed - 1) * sd > target
+    assert (needed <= 5) is decides

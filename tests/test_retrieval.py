@@ -261,7 +261,9 @@ def test_qa_metrics_and_prompt():
     assert exact_match("The Paris!", "paris") == 1.0
     assert token_f1("in paris france", "paris") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))
     assert token_f1("", "x") == 0.0
-    assert rag.rag_prompt("q?", ["a", "b"]) == "question: q? context: [1] a [2] b answer:"
+    assert rag.rag_prompt("q?", ["a", "b"]) == (
+        "Question: q?\nAnswer the question based on the following context:\n[1] a\n[2] b\nAnswer:"
+    )
 
 
 def test_pydoc_generation_is_deterministic(tmp_path, monkeypatch):
@@ -334,6 +336,53 @@ def test_paper_loaders_on_fixtures():
     assert questions[0]["answers"] == ["Paris", "in Paris"] and "d3" in corpus
 
 
+def test_the_paper_dev_set_is_ms_marco_qa_validation_without_any_test_query(monkeypatch):
+    overrides = {
+        "data_dir": str(FIXTURES),
+        "test_sets": ["msmarco_dev", "scifact"],
+        "dev_queries": 0,
+        "dev_corpus": 0,
+        "fisher_pairs": 2,
+        "fisher_variants": ["qnorm"],
+        "rag_sets": [],
+    }
+    params = expand("retrieval", "paper", variants=["qnorm"], seeds=[0], overrides=overrides)[0].params
+    data = pipeline.prepare_data(params)
+    dev = data["dev"]
+    # "What reduces  fever" is msmarco_dev's q1 ("what reduces fever"): dropped; a row without a selected
+    # passage has nothing to select on
+    assert sorted(dev.queries.values()) == ["what do plants need", "why is the sky blue"]
+    assert dev.notes["queries_dropped_as_test_queries"] == 1
+    asked = {" ".join(t.casefold().split()) for test in data["tests"].values() for t in test.queries.values()}
+    assert not asked & {" ".join(t.casefold().split()) for t in dev.queries.values()}
+    assert dev.qrels["102"] == {"102:1": 1} and len(dev.corpus) == 7  # rows with a selected passage
+    # the Fisher predictor's held-out pairs come from the same validation split, never from a test set
+    assert data["heldout"] == [
+        ("What reduces  fever", "Aspirin and ibuprofen reduce fever."),
+        ("why is the sky blue", "The sky looks blue because of Rayleigh scattering."),
+    ]
+    # a distributed worker rebuilds exactly the notebook's dev set from its query ids
+    worker = pipeline.prepare_training_data(params, dev_query_ids=dev.query_ids())["dev"]
+    assert worker.queries == dev.queries and worker.corpus == dev.corpus and worker.qrels == dev.qrels
+    with pytest.raises(ValueError, match="every query of the dev set"):
+        rdata.without_test_queries(dev, {"same": dev})
+
+
+def test_a_missing_validation_split_is_refused_before_any_compute(tmp_path):
+    import shutil
+
+    shutil.copytree(FIXTURES, tmp_path / "data")
+    (tmp_path / "data" / "msmarco_qa" / "validation.jsonl").unlink()
+    with pytest.raises(ParamError, match="training data .*missing .*validation"):
+        expand(
+            "retrieval",
+            "paper",
+            variants=["qnorm"],
+            seeds=[0],
+            overrides={"data_dir": str(tmp_path / "data"), "test_sets": ["scifact"]},
+        )
+
+
 def test_bright_parquet(tmp_path):
     for kind in ("examples", "documents"):
         rows = list(beir.read_jsonl(FIXTURES / "bright" / kind / "biology.jsonl"))
@@ -395,6 +444,32 @@ def test_evaluate_on_fixture_with_random_embeddings():
     assert metrics["gamma_q"] == pytest.approx(0.2) and metrics["gamma_d"] == pytest.approx(0.7)
     units = pipeline.units(res)
     assert units["ndcg10/biology"][0] == data["biology"].query_ids()
+
+
+def test_cqadupstack_is_searched_forum_by_forum_and_averaged_as_beir_does():
+    import zlib
+
+    class TextHashModel:  # one fixed vector per text, whatever else is encoded with it
+        def encode(self, texts, **kw):
+            rows = [
+                torch.randn(4, generator=torch.Generator().manual_seed(zlib.crc32(t.encode()))) for t in texts
+            ]
+            return torch.stack(rows) * 3
+
+    cqa = pipeline.subsample(rdata.load_test_set("cqadupstack", FIXTURES), 1, 0)
+    assert [p.name for p in cqa.parts] == ["android", "english"] and len(cqa.queries) == 2
+    params = {"eval_batch_size": 8, "pool_k": 10, "irrelevant_pool": "top_k"}
+    encoder = st.GridEncoder(TextHashModel(), st.ENCODERS["minilm"], st.score_function("qnorm"))
+    (res,) = pipeline.evaluate(encoder, {"cqadupstack": cqa}, params).values()
+    sim = st.ADAPTER.similarity(encoder)
+    alone = {p.name: pipeline.evaluate_set(encoder, sim, p, params) for p in cqa.parts}
+    assert res["parts"] == {f: r["ndcg10"] for f, r in alone.items()}
+    assert res["ndcg10"] == pytest.approx(np.mean([r["ndcg10"] for r in alone.values()]))
+    assert res["cross_ndcg10"]["dot"] == pytest.approx(
+        np.mean([r["cross_ndcg10"]["dot"] for r in alone.values()])
+    )
+    assert set(res["per_query"]) == {"android/qa", "english/qa"} and res["group"] == "beir14"
+    assert set(pipeline.units({"cqadupstack": res})["ndcg10/cqadupstack"][0]) == {"android/qa", "english/qa"}
 
 
 def test_retrieval_claims_on_fake_records():

@@ -230,3 +230,23 @@ def test_the_progress_line_counts_failures_and_estimates_the_time_left():
     cluster.start = 3690.0
     cluster.line(1, 4, finish(0, "complete", 20.0))  # 20 s of runs in 10 s: two at a time
     assert cluster.eta_s() == 30.0
+
+
+def test_sigterm_stops_a_sweep_as_ctrl_c_does(dummy_family, tmp_path):
+    """A job scheduler's SIGTERM: the running notebook is stopped and marked interrupted, exit code 130,
+    and the next run resumes from there."""
+    import signal
+    import threading
+
+    _, params_dir = dummy_family
+    argv = ["run", "dummy", "--params-dir", str(params_dir), "--outputs", str(tmp_path), "--seeds", "0"]
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert cli.main([*argv, "--variants", "cosine", "--set", "sleep=120.0"]) == 130
+    finally:
+        timer.cancel()
+    assert signal.getsignal(signal.SIGTERM) == before, "the CLI gives SIGTERM back as it found it"
+    (record,) = [json.loads(p.read_text()) for p in tmp_path.glob("dummy/*/record.json")]
+    assert record["status"] == "interrupted"

@@ -107,6 +107,7 @@ def test_synthetic_notebook_end_to_end_and_report(synthetic_runs):
     )
     assert "report section failed" not in html
     assert "data:image/png;base64" in html, "figures are embedded"
+    assert 'id="power"' in html and "replicates for the plan" in html  # the rule rows' power table
 
 
 def test_collate_flags_runs_pooled_across_different_parameters(synthetic_runs):

@@ -34,6 +34,9 @@ class RetrievalSet:
     qrels: dict[str, dict[str, int]]
     excluded: dict[str, set[str]] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)  # what a user should know about the data
+    # CQADupStack: the forums, each searched on its own (this set's corpus/queries/qrels are their union,
+    # ids prefixed with the forum, for sizes and subsampling)
+    parts: list[RetrievalSet] = field(default_factory=list)
 
     def doc_ids(self) -> list[str]:
         return list(self.corpus)
@@ -207,7 +210,7 @@ def load_beir(folder: Path, split: str = "test", name: str | None = None) -> Ret
         )
         if not subsets:
             raise FileNotFoundError(f"missing retrieval data file: {folder / 'corpus.jsonl'}")
-        return _merge([load_beir(p, split, p.name) for p in subsets], name or folder.name)
+        return merge_parts([load_beir(p, split, p.name) for p in subsets], name or folder.name)
     corpus = {
         str(r["_id"]): {"title": r.get("title", "") or "", "text": r.get("text", "") or ""}
         for r in _records(folder / "corpus.jsonl", ("_id",))
@@ -218,9 +221,9 @@ def load_beir(folder: Path, split: str = "test", name: str | None = None) -> Ret
     return RetrievalSet(name or folder.name, corpus, queries, qrels)
 
 
-def _merge(parts: list[RetrievalSet], name: str) -> RetrievalSet:
-    """CQADupStack: each forum is searched on its own in BEIR; merging with prefixed ids keeps the qrels
-    separate but searches the union (stated in the notebook as our simplification)."""
+def merge_parts(parts: list[RetrievalSet], name: str) -> RetrievalSet:
+    """CQADupStack: the union of its forums with ids prefixed by the forum, keeping the forums themselves
+    as ``parts``: the evaluation searches each forum on its own and averages them, as BEIR reports it."""
     corpus, queries, qrels = {}, {}, {}
     for p in parts:
         corpus.update({f"{p.name}/{i}": d for i, d in p.corpus.items()})
@@ -228,7 +231,7 @@ def _merge(parts: list[RetrievalSet], name: str) -> RetrievalSet:
         qrels.update(
             {f"{p.name}/{q}": {f"{p.name}/{d}": r for d, r in docs.items()} for q, docs in p.qrels.items()}
         )
-    return RetrievalSet(name, corpus, queries, qrels)
+    return RetrievalSet(name, corpus, queries, qrels, parts=list(parts))
 
 
 def _read_tsv_pairs(path: Path) -> dict[str, str]:
@@ -282,6 +285,25 @@ def load_msmarco_qa_pairs(path: Path, limit: int = 0) -> list[tuple[str, str]]:
         if limit and len(pairs) >= limit:
             break
     return pairs
+
+
+def load_msmarco_qa_set(path: Path, name: str) -> RetrievalSet:
+    """MS MARCO v1.1 QA rows as a retrieval set: each query ranks the passages of every row, its
+    selected passages relevant (1); queries without a selected passage are skipped."""
+    corpus, queries, qrels = {}, {}, {}
+    for i, row in enumerate(_read_table(Path(path))):
+        qid = str(row.get("query_id", i))
+        passages = row["passages"]
+        selected = list(passages["is_selected"])
+        if 1 not in selected:
+            continue
+        queries[qid] = row["query"]
+        qrels[qid] = {}
+        for j, (text, chosen) in enumerate(zip(passages["passage_text"], selected, strict=True)):
+            corpus[f"{qid}:{j}"] = {"title": "", "text": text}
+            if chosen:
+                qrels[qid][f"{qid}:{j}"] = 1
+    return RetrievalSet(name, corpus, queries, qrels)
 
 
 def beir_training_pairs(folder: Path, split: str = "train", limit: int = 0) -> list[tuple[str, str]]:

@@ -491,37 +491,84 @@ def dataset_paths(name: str, data_dir: str | Path) -> list[Path]:
     return [root / "bright" / "examples", root / "bright" / "documents"]
 
 
+def msmarco_qa_file(data_dir: str | Path, split: str) -> Path:
+    """MS MARCO v1.1 QA's ``split`` (train, validation) under ``<data_dir>/msmarco_qa``, jsonl or parquet."""
+    root = Path(data_dir) / "msmarco_qa"
+    return next(
+        (root / f"{split}{s}" for s in (".jsonl", ".parquet") if (root / f"{split}{s}").exists()),
+        root / f"{split}.jsonl",
+    )
+
+
+def training_paths(source: str, data_dir: str | Path) -> list[Path]:
+    """Files training needs (training pairs, the dev set), for validation before any compute."""
+    if source == "msmarco_qa":
+        return [msmarco_qa_file(data_dir, "train"), msmarco_qa_file(data_dir, "validation")]
+    return [Path(data_dir) / "train", Path(data_dir) / "dev"]
+
+
 def load_training_pairs(source: str, data_dir: str | Path, limit: int = 0) -> list[tuple[str, str]]:
     if source == "pydoc":
         return beir.beir_training_pairs(Path(data_dir) / "train", "train", limit)
     if source == "msmarco_qa":
-        root = Path(data_dir) / "msmarco_qa"
-        path = next(
-            (root / f for f in ("train.jsonl", "train.parquet") if (root / f).exists()), root / "train.jsonl"
-        )
-        return beir.load_msmarco_qa_pairs(path, limit)
+        return beir.load_msmarco_qa_pairs(msmarco_qa_file(data_dir, "train"), limit)
     raise ValueError(f"unknown training source {source!r}; valid sources are: {', '.join(TRAIN_SOURCES)}")
 
 
-def load_dev_set(source: str, data_dir: str | Path, n_queries: int = 0) -> beir.RetrievalSet:
-    """The validation set for checkpoint selection: pydoc's dev split, or MS MARCO dev (paper)."""
-    data = (
-        beir.load_beir(Path(data_dir) / "dev", "dev", "dev")
-        if source == "pydoc"
-        else beir.load_beir(Path(data_dir) / "msmarco", "dev", "msmarco_dev")
+def load_dev_set(source: str, data_dir: str | Path) -> beir.RetrievalSet:
+    """The validation set for checkpoint selection: pydoc's dev split, or (paper) MS MARCO v1.1 QA's own
+    validation split, never MS MARCO dev, which is a test set (``without_test_queries`` then drops any
+    query that a test set also asks)."""
+    if source == "pydoc":
+        return beir.load_beir(Path(data_dir) / "dev", "dev", "dev")
+    return beir.load_msmarco_qa_set(msmarco_qa_file(data_dir, "validation"), "msmarco_qa_validation")
+
+
+def without_test_queries(dev: beir.RetrievalSet, tests: dict[str, beir.RetrievalSet]) -> beir.RetrievalSet:
+    """The dev set without the queries whose text (case and spacing aside) a test set asks: checkpoint
+    selection must not see a test query. How many were dropped goes into ``notes``."""
+
+    def key(text: str) -> str:
+        return " ".join(text.casefold().split())
+
+    asked = {key(t) for test in tests.values() for t in test.queries.values()}
+    keep = [q for q in dev.query_ids() if key(dev.queries[q]) not in asked]
+    out = beir.RetrievalSet(
+        dev.name,
+        dev.corpus,
+        {q: dev.queries[q] for q in keep},
+        {q: dev.qrels[q] for q in keep},
+        {q: dev.excluded[q] for q in keep if q in dev.excluded},
+        {**dev.notes, "queries_dropped_as_test_queries": len(dev.queries) - len(keep)},
     )
-    if n_queries:
-        keep = data.query_ids()[:n_queries]
-        data.queries = {q: data.queries[q] for q in keep}
-        data.qrels = {q: data.qrels[q] for q in keep}
-    return data
+    if not keep:
+        raise ValueError(
+            f"every query of the dev set {dev.name!r} is also a test query: nothing to select on"
+        )
+    return out
+
+
+def only_queries(data: beir.RetrievalSet, query_ids: list[str]) -> beir.RetrievalSet:
+    """The set restricted to these queries (in this order), its corpus unchanged."""
+    missing = [q for q in query_ids if q not in data.queries]
+    if missing:
+        raise ValueError(f"{data.name}: no query {missing[0]!r} (the dev set differs between processes?)")
+    return beir.RetrievalSet(
+        data.name,
+        data.corpus,
+        {q: data.queries[q] for q in query_ids},
+        {q: data.qrels[q] for q in query_ids},
+        {q: data.excluded[q] for q in query_ids if q in data.excluded},
+        dict(data.notes),
+    )
 
 
 def load_heldout_pairs(source: str, data_dir: str | Path, n_pairs: int) -> list[tuple[str, str]]:
-    """Pairs for the Fisher predictor that no run trains on: pydoc's held-out split, or (paper)
-    MS MARCO dev pairs, which the training split never contains."""
-    folder = Path(data_dir) / ("heldout" if source == "pydoc" else "msmarco")
-    return beir.beir_training_pairs(folder, "test" if source == "pydoc" else "dev", n_pairs)
+    """Pairs for the Fisher predictor that no run trains on: pydoc's held-out split, or (paper) MS MARCO
+    v1.1 QA validation pairs."""
+    if source == "pydoc":
+        return beir.beir_training_pairs(Path(data_dir) / "heldout", "test", n_pairs)
+    return beir.load_msmarco_qa_pairs(msmarco_qa_file(data_dir, "validation"), n_pairs)
 
 
 def load_rag_set(name: str, data_dir: str | Path):

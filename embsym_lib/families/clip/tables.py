@@ -133,6 +133,73 @@ def zero_shot_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --- the paper's zero-shot numbers (reference/mechanism.csv, Table 6 text) beside ours -------------------
+
+ZERO_SHOT_NOT_RUN = "not run (needs the paper profile's pretrained CLIP weights)"
+# paper quantity -> (our zero-shot metric, "{variant}" filled with the row's scoring; scale to the paper's
+# unit; digits shown: the paper's d are ~1e-4, its R@1 ×100)
+MECHANISM_METRICS: dict[str, tuple[str, float, int]] = {
+    "r1_t2i": ("r1_t2i_{variant}", 100.0, 2),
+    "cohens_d_image": ("cohen_d_image", 1.0, 4),
+    "cohens_d_text": ("cohen_d_text", 1.0, 4),
+}
+MECHANISM_NOTES = {
+    "r1_t2i": "text-to-image R@1 ×100 of the zero-shot model, scored with the variant",
+    "cohens_d_image": "Cohen's d of image magnitudes, matched vs the top-k unmatched by cosine",
+    "cohens_d_text": "Cohen's d of text magnitudes, matched vs the top-k unmatched by cosine",
+}
+
+
+def pretrained_zero_shot(df: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+    """The zero-shot metrics of runs analysed with pretrained weights, by "ours: <checkpoint>, <dataset>".
+    The offline stand-in (the run's own trained model) and a random-init checkpoint are left out: neither
+    is the paper's pretrained CLIP, so neither may sit beside its numbers."""
+    models = param_column(df, "zero_shot_model", "")
+    weights = param_column(df, "zero_shot_pretrained", "")
+    datasets = param_column(df, "dataset", "?")
+    out: dict[str, list[dict[str, float]]] = {}
+    for i, extra in df["extra"].items():
+        zs = extra.get("zero_shot") if isinstance(extra, dict) else None
+        if zs and all(isinstance(v, str) and v for v in (models[i], weights[i])):  # NaN: a record without it
+            out.setdefault(f"ours: {zs['source']}, {datasets[i]}", []).append(zs["metrics"])
+    return out
+
+
+def our_zero_shot_value(runs: list[dict[str, float]], quantity: str, variant: str) -> str:
+    """Mean ± sd over seeds of the zero-shot metric matching (quantity, variant), in the paper's unit."""
+    template, scale, digits = MECHANISM_METRICS[quantity]
+    metric = template.format(variant=variant)
+    values = [m[metric] for m in runs if metric in m]
+    if not values:  # no pretrained analysis at all, or one from before the metric existed
+        return "not run" if runs else ZERO_SHOT_NOT_RUN
+    return format_mean_std(values, scale, digits)
+
+
+def mechanism_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per CLIP row of the paper's mechanism table (zero-shot R@1 t2i under cosine and dot, Cohen's
+    d of image and text magnitudes): the paper's value unchanged, then ours per pretrained checkpoint."""
+    from ...reference import paper_mechanism
+
+    table = paper_mechanism(MECHANISM_METRICS)
+    ours = pretrained_zero_shot(df) if df is not None and "extra" in df else {}
+    for column, runs in (ours or {"ours": []}).items():  # none: one column saying "not run"
+        table[column] = [
+            our_zero_shot_value(runs, q, v) for q, v in zip(table["quantity"], table["variant"], strict=True)
+        ]
+    table["note"] = table["quantity"].map(MECHANISM_NOTES)
+    return table
+
+
+MECHANISM_TEXT = (
+    "**The paper's zero-shot numbers beside ours** (v1 Table 6 text: CLIP ViT-B/32 with OpenAI weights on "
+    "MS-COCO; `paper` as printed). Ours: the zero-shot analysis of a pretrained checkpoint "
+    "(`zero_shot_model` + `zero_shot_pretrained`, the paper profile), mean ± sd over seeds, one column per "
+    "checkpoint and dataset. The offline stand-in (this grid's own trained model) is not the paper's model: "
+    "its numbers are in the zero-shot analysis below, not here. Whether dot hurts is tested by the claims "
+    "engine (claim clip.zero_shot.dot_hurts)."
+)
+
+
 def trajectories_figure(df: pd.DataFrame):
     """Training loss and mean feature norms per step, first seed of each configuration; None without curves."""
     import matplotlib.pyplot as plt
@@ -164,6 +231,7 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
             "cosine). Ours: mean ± sd over seeds. Configurations beyond the paper's six are our controls.",
             table6(df),
         ),
+        ReportItem(MECHANISM_TEXT, mechanism_table(df)),
     ]
     zs = zero_shot_table(df)
     if not zs.empty:

@@ -16,8 +16,10 @@ from ...data import retrieval as rdata
 from ...diagnostics import fisher_metrics
 from ...records import project_path
 from ...similarity import FIXED_VARIANTS
+from .evaluation import IR_METRICS, aggregate_note, evaluate, evaluate_set, group_means
 
-IR_METRICS = ("ndcg10", "mrr10", "recall100")
+__all__ = ["aggregate_note", "evaluate", "evaluate_set", "group_means"]  # the notebook's evaluation steps
+
 TRAINED_STATE = "trained.pt"
 WORKER = "embsym_lib.families.retrieval.pipeline:train_worker"
 
@@ -35,9 +37,12 @@ def data_root(params: dict[str, Any]) -> Path:
 
 def subsample(data, n_queries: int = 0, corpus_size: int = 0):
     """The first ``n_queries`` judged queries, their relevant documents, then other documents in corpus
-    order up to ``corpus_size`` (0 = keep all). Deterministic."""
-    from ...data.beir import RetrievalSet
+    order up to ``corpus_size`` (0 = keep all). Deterministic. A set of forums (CQADupStack) is subsampled
+    forum by forum, each as a set of its own."""
+    from ...data.beir import RetrievalSet, merge_parts
 
+    if data.parts:
+        return merge_parts([subsample(part, n_queries, corpus_size) for part in data.parts], data.name)
     qids = data.query_ids()[: n_queries or None]
     qrels = {q: data.qrels[q] for q in qids}
     if corpus_size:
@@ -75,32 +80,39 @@ def fisher_needed(params: dict[str, Any]) -> bool:
     return bool(params["fisher_pairs"] and params["variant"] in params["fisher_variants"])
 
 
-def prepare_training_data(params: dict[str, Any]) -> dict[str, Any]:
-    """What training needs: the training pairs and the dev set (all a distributed worker loads). An
-    evaluation-only run (``train`` false) loads neither."""
+def prepare_training_data(
+    params: dict[str, Any], tests: dict[str, Any] | None = None, dev_query_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """What training needs: the training pairs and the dev set, without any query a test set asks
+    (``tests``), or exactly the dev queries the notebook selected on (``dev_query_ids``: what a
+    distributed worker gets). An evaluation-only run (``train`` false) loads neither."""
     p = with_overrides(params)
     if not p.get("train", True):
         return {"root": data_root(p) if needs_data_root(p) else None, "train": [], "dev": None}
     root, source = data_root(p), p["data_source"]
-    return {
-        "root": root,
-        "train": rdata.load_training_pairs(source, root, p["n_train_pairs"]),
-        "dev": subsample(rdata.load_dev_set(source, root), p["dev_queries"], p["dev_corpus"]),
-    }
+    dev = rdata.load_dev_set(source, root)
+    if dev_query_ids is not None:  # the same queries, hence the same sub-corpus, as the notebook's
+        dev = subsample(rdata.only_queries(dev, dev_query_ids), 0, p["dev_corpus"])
+    else:
+        dev = subsample(
+            rdata.without_test_queries(dev, tests) if tests else dev, p["dev_queries"], p["dev_corpus"]
+        )
+    return {"root": root, "train": rdata.load_training_pairs(source, root, p["n_train_pairs"]), "dev": dev}
 
 
 def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
-    """Training pairs, dev set (checkpoint selection), held-out pairs (predictor) and the test sets, keyed
-    by their names (a user's ``path:<folder>`` by the folder's name)."""
+    """Training pairs, dev set (checkpoint selection, disjoint from the test sets' queries), held-out
+    pairs (predictor) and the test sets, keyed by their names (a user's ``path:<folder>`` by the
+    folder's name)."""
     p = with_overrides(params)
-    training = prepare_training_data(p)
-    root = training["root"]
+    root = data_root(p) if p.get("train", True) or needs_data_root(p) else None
     tests = {
         rdata.resolve_test_set(entry).name: subsample(
             rdata.load_test_set(entry, root), p["test_queries"], p["test_corpus"]
         )
         for entry in p["test_sets"]
     }
+    training = prepare_training_data(p, tests)
     heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if fisher_needed(p) else []
     return {**training, "heldout": heldout, "tests": tests}
 
@@ -150,7 +162,7 @@ def train(
     if not p.get("train", True):
         return evaluation_only(encoder)
     if p["train_processes"] > 1:
-        trained = train_distributed(encoder, p)
+        trained = train_distributed(encoder, p, data["dev"].query_ids())
     else:
         trained = ADAPTER.fit(encoder, loss, data, p, log)
     return {**trained, "similarity": ADAPTER.similarity(encoder)}
@@ -164,7 +176,9 @@ def evaluation_only(encoder: GridEncoder) -> dict[str, Any]:
     return {**nothing, **facts, "similarity": ADAPTER.similarity(encoder)}
 
 
-def train_distributed(encoder: GridEncoder, params: dict[str, Any]) -> dict[str, Any]:
+def train_distributed(
+    encoder: GridEncoder, params: dict[str, Any], dev_query_ids: list[str]
+) -> dict[str, Any]:
     import torch
 
     from ...distributed import launch
@@ -174,7 +188,7 @@ def train_distributed(encoder: GridEncoder, params: dict[str, Any]) -> dict[str,
     encoder.model.to("cpu")  # rank 0 trains on this GPU: keep it free of the notebook's copy meanwhile
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    launch(WORKER, {"params": params}, params["train_processes"], workdir)
+    launch(WORKER, {"params": params, "dev_query_ids": dev_query_ids}, params["train_processes"], workdir)
     state = torch.load(workdir / TRAINED_STATE, map_location="cpu", weights_only=False)
     encoder.model.load_state_dict(state.pop("model"))
     encoder.model.to(device)
@@ -196,7 +210,8 @@ def train_worker(spec: dict[str, Any]) -> None:
     params = spec["params"]
     seed_everything(params["seed"])
     encoder, loss = build({**params, "device": local_device()})
-    trained = ADAPTER.fit(encoder, loss, prepare_training_data(params), params, print)
+    data = prepare_training_data(params, dev_query_ids=spec["dev_query_ids"])
+    trained = ADAPTER.fit(encoder, loss, data, params, print)
     workdir = Path(params["run_dir"]) / "ddp"
     score = encoder.score
     score_state = score.state_dict() if isinstance(score, torch.nn.Module) else None
@@ -213,113 +228,6 @@ def train_worker(spec: dict[str, Any]) -> None:
     if is_main_process():
         cpu = {k: v.detach().cpu() for k, v in encoder.model.state_dict().items()}
         torch.save({**trained, "model": cpu, "similarity": score_state}, workdir / TRAINED_STATE)
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluation
-
-
-def evaluate(encoder: GridEncoder, tests: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Per test set: metrics with the run's own scoring, the cross-evaluation row (the same embeddings
-    scored with each fixed variant), Cohen's d of document norms (relevant vs irrelevant) and norm stats.
-    Each set is encoded once."""
-    from ...diagnostics import (
-        coefficient_of_variation,
-        cohens_d,
-        cross_evaluate,
-        norm_stats,
-        relevance_magnitude_d,
-    )
-    from ...ir_metrics import search_and_evaluate
-
-    sim = ADAPTER.similarity(encoder)
-    info = {i.name: i for i in map(rdata.resolve_test_set, params.get("test_sets", ()))}
-    info.update({n: rdata.check_dataset(n) for n in tests if n not in info})
-    results: dict[str, Any] = {}
-    for name, data in tests.items():
-        qids, dids = data.query_ids(), data.doc_ids()
-        q, d = ADAPTER.embed(encoder, data, params)
-        doc_index = {di: j for j, di in enumerate(dids)}
-        exclude = {
-            i: [doc_index[x] for x in data.excluded.get(qi, ()) if x in doc_index]
-            for i, qi in enumerate(qids)
-        }
-        exclude = exclude if any(exclude.values()) else None
-        own, _, top_idx = search_and_evaluate(
-            q, d, qids, dids, data.qrels, sim, k=max(100, params["pool_k"]), exclude=exclude, per_query=True
-        )
-        per_query = own.pop("per_query")
-
-        def scored_with(variant: str, q=q, d=d, qids=qids, dids=dids, data=data, own=own, exclude=exclude):
-            if variant == sim.variant:
-                return own["ndcg10"]
-            return search_and_evaluate(q, d, qids, dids, data.qrels, variant, exclude=exclude)[0]["ndcg10"]
-
-        cross = cross_evaluate(scored_with)
-        doc_norms = d.norm(dim=-1).cpu().numpy()
-        relevant = {
-            i: [doc_index[x] for x, r in data.qrels[qi].items() if r > 0 and x in doc_index]
-            for i, qi in enumerate(qids)
-        }
-        if params["irrelevant_pool"] == "corpus":
-            d_eff = relevance_magnitude_d(doc_norms, relevant, pool="corpus")
-        else:
-            # The top-k pool from the exact search's own ranking (the hard negatives the ranking competes with).
-            top = top_idx[:, : params["pool_k"]].cpu().numpy()
-            rel_norms = [doc_norms[j] for js in relevant.values() for j in js]
-            irr_norms = [doc_norms[j] for i, js in relevant.items() for j in top[i] if j not in set(js)]
-            d_eff = cohens_d(rel_norms, irr_norms)
-        results[name] = {
-            **own,
-            "cross_ndcg10": cross,
-            "cohen_d": d_eff,
-            "query_norm": norm_stats(q),
-            "doc_norm": norm_stats(d),
-            "query_norm_cv": coefficient_of_variation(q.norm(dim=-1).cpu().numpy()),
-            "group": info[name].group,
-            "in_domain": info[name].in_domain,
-            **({"user": True, "folder": info[name].path} if info[name].user else {}),
-            "sizes": data.sizes(),
-            "top_idx": top_idx[:, :20].cpu(),
-            "per_query": per_query,
-        }
-    return results
-
-
-def group_means(results: dict[str, Any], key) -> dict[str, float]:
-    """Mean of ``key(result)`` per benchmark group, then ``id`` / ``ood`` (means over groups) and ``mean``
-    (every group weighs the same, as the paper's category rows do). A user's folder is a group of its
-    own that none of ``id``, ``ood``, ``mean`` counts (``mean`` averages users' groups only when a run has
-    nothing else); ``user`` is the mean over users' groups."""
-    groups: dict[str, list[float]] = {}
-    in_domain: dict[str, bool | None] = {}
-    for r in results.values():
-        groups.setdefault(r["group"], []).append(key(r))
-        in_domain[r["group"]] = r["in_domain"]
-    out = {g: float(np.mean(v)) for g, v in groups.items()}
-    user = {r["group"] for r in results.values() if r.get("user")}
-    paper = [g for g in groups if g not in user]
-    for label, flag in (("id", True), ("ood", False)):
-        vals = [g for g in paper if in_domain[g] == flag]
-        if vals:
-            out[label] = float(np.mean([out[g] for g in vals]))
-    if user:
-        out["user"] = float(np.mean([out[g] for g in groups if g in user]))
-    out["mean"] = float(np.mean([out[g] for g in (paper or groups)]))
-    return out
-
-
-def aggregate_note(results: dict[str, Any]) -> str:
-    """What the run's ``*_mean`` metrics average, in words (for the log and the record)."""
-    user = [n for n, r in results.items() if r.get("user")]
-    if not user:
-        return "the means average the benchmark groups of the test sets"
-    if len(user) == len(results):
-        return f"only your own folders ({', '.join(user)}): the means average them, nothing paper-comparable"
-    return (
-        f"your own folders ({', '.join(user)}) are groups of their own (metrics <metric>_<folder>, "
-        "<metric>_user): the means, id and ood average the other test sets only"
-    )
 
 
 def flat_metrics(
@@ -369,9 +277,7 @@ def training_curves(history: list[dict[str, Any]]) -> dict[str, dict[str, list]]
 
 
 def json_results(results: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: {k: v for k, v in r.items() if k not in ("top_idx", "per_query")} for name, r in results.items()
-    }
+    return {name: {k: v for k, v in r.items() if k != "per_query"} for name, r in results.items()}
 
 
 def units(results: dict[str, Any]) -> dict[str, tuple[list[str], list[float]]]:

@@ -53,9 +53,10 @@ def load_reader(params: dict[str, Any]):
 
 
 def rag_prompt(question: str, passages: list[str]) -> str:
-    """Question first, then the retrieved passages (the paper's order)."""
-    context = " ".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
-    return f"question: {question} context: {context} answer:"
+    """The paper's reader prompt (v1 App. I.3): the question, an instruction, the retrieved passages
+    numbered in rank order, one per line, then "Answer:"."""
+    context = "\n".join(f"[{i + 1}] {p}" for i, p in enumerate(passages))
+    return f"Question: {question}\nAnswer the question based on the following context:\n{context}\nAnswer:"
 
 
 def rag(encoder: GridEncoder, similarity, params: dict[str, Any], root: Path) -> dict[str, Any]:

@@ -119,6 +119,12 @@ class RetrievalParams(SentenceEncoderParams):
             for path in rdata.dataset_paths(name, root):
                 if not path.exists():
                     raise ValueError(f"test set {name!r}: missing {path}")
+        if self.train and self.data_source == "msmarco_qa":
+            for path in rdata.training_paths(self.data_source, root):
+                if not path.exists():
+                    raise ValueError(
+                        f"training data ({self.data_source}: training pairs and the dev set): missing {path}"
+                    )
         return self
 
 

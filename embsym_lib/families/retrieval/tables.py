@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ...similarity import FIXED_VARIANTS, VARIANTS
-from .. import ReportItem, param_column
+from ...stats import format_mean_std
+from .. import ReportItem, metric_column, param_column
 
 PRIMARY = "ndcg10_mean"
 
@@ -96,8 +97,6 @@ def ours_table(df: pd.DataFrame, metric: str = "ndcg10") -> pd.DataFrame:
     variant; stage PT = the evaluation-only runs of the pretrained encoder (``train`` false), beside the
     fine-tuned runs as in the paper's PT column. Users' own folders come last, marked, apart from the
     paper's groups and their means."""
-    from ...stats import format_mean_std
-
     paper_groups, user_groups = _groups(df, metric)
     stage = is_trained(df).map({True: FT, False: PT})
     rows = []
@@ -189,6 +188,88 @@ def predictor_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# --- the paper's mechanism numbers (reference/mechanism.csv) beside ours ---------------------------------
+
+NOT_RUN = "not run"
+SEE_CLAIMS = "see the claims table"
+# Tests and correlations over datasets: ours exists only in the claims engine (the one place a test is
+# computed), so this table points there instead of computing a second, possibly diverging, number.
+CLAIMS_ONLY: dict[str, str] = {
+    "cohens_d_dataset": "per-dataset d of qnorm-trained runs: the input of claim "
+    "retrieval.cohen_d_tracks_relative_gain (ours per dataset: the Cohen's d tables below)",
+    "d_gain_correlation": "Pearson r over test sets: claim retrieval.cohen_d_tracks_relative_gain",
+    "paired_p": "paired test over seeds, variant vs cosine: the p of each claim in the claims table",
+}
+# quantity -> (our metric, ``None``: the row's variant is the one trained, else the trained variant and
+# the row's variant is the scoring; scale to the paper's unit; digits shown; what differs)
+MECHANISM_METRICS: dict[str, tuple[str, str | None, float, int, str]] = {
+    "cohens_d": (
+        "cohen_d_mean",
+        None,
+        1.0,
+        2,
+        "paper: mean over a category's datasets; ours: over our test sets",
+    ),
+    "query_cv": ("query_norm_cv_mean", None, 100.0, 2, "percent; ours: query_norm_cv_mean ×100"),
+    "collapse": (
+        "xeval_ndcg10_{variant}",
+        "dot",  # the paper's rows are dot-trained models, the same embeddings scored with each variant
+        1.0,
+        3,
+        "fraction; paper: validation nDCG@10; ours: test-set nDCG@10 (mean over groups)",
+    ),
+    "validation_ndcg10": ("dev_ndcg10_best", None, 100.0, 2, "×100; ours: best dev nDCG@10"),
+}
+RETRIEVAL_QUANTITIES = (*MECHANISM_METRICS, *CLAIMS_ONLY)
+
+
+def mechanism_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs the paper's mechanism numbers compare with: fine-tuned, not the fixed-scale ablation."""
+    runs = df[is_trained(df) & ~_flag(df, "scale_matched", False)].copy()
+    runs["encoder"] = param_column(runs, "encoder", "?")
+    return runs
+
+
+def our_mechanism_value(runs: pd.DataFrame, quantity: str, variant: str) -> str:
+    """Mean ± sd over seeds of our metric matching (quantity, variant) in ``runs`` (one encoder), in the
+    paper's unit; "not run" where no run has it."""
+    if quantity in CLAIMS_ONLY:
+        return SEE_CLAIMS
+    template, trained_with, scale, digits, _ = MECHANISM_METRICS[quantity]
+    if runs.empty:
+        return NOT_RUN
+    metric = template.format(variant=variant)
+    values = metric_column(runs[runs["variant"] == (trained_with or variant)], metric).dropna().tolist()
+    return format_mean_std(values, scale, digits) if values else NOT_RUN
+
+
+def mechanism_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per retrieval row of the paper's mechanism table: the paper's value unchanged, then ours per
+    our encoder (a column ``ours: <encoder>``; ours are not the paper's encoders), then what differs."""
+    from ...reference import paper_mechanism
+
+    table = paper_mechanism(RETRIEVAL_QUANTITIES)
+    runs = mechanism_runs(df if df is not None else pd.DataFrame())
+    ours = {f"ours: {e}": runs[runs["encoder"] == e] for e in sorted(runs["encoder"].dropna().unique())}
+    for column, encoder_runs in (ours or {"ours": runs}).items():  # no fine-tuned run: one "not run" column
+        table[column] = [
+            our_mechanism_value(encoder_runs, q, v)
+            for q, v in zip(table["quantity"], table["variant"], strict=True)
+        ]
+    table["note"] = [CLAIMS_ONLY.get(q) or MECHANISM_METRICS[q][-1] for q in table["quantity"]]
+    return table
+
+
+MECHANISM_TEXT = (
+    "**The paper's mechanism numbers beside ours** (v1 Tables 3, 18, 19a/b, 22, 23; `paper` as printed). "
+    "Ours: mean ± sd over seeds of our fine-tuned runs (`train: true`, not scale-matched) trained with the "
+    "row's variant (collapse: dot-trained, scored with it), one column per *our* encoder — not the "
+    "paper's encoder of the row: our `scratch` trains from scratch like the paper's `from scratch` rows, "
+    "the others start from pretrained weights like its `fine-tuned` rows. Tests and correlations are the "
+    "claims engine's: see the claims table. `not run`: no run of ours has the metric."
+)
+
+
 def trajectories_figure(df: pd.DataFrame):
     """Dev norms and nDCG@10 (own scoring, cosine) per step, one row per encoder, one line per run."""
     import matplotlib.pyplot as plt
@@ -273,6 +354,7 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
             main,
         ),
         ReportItem("The paper's Tables 2/16 (scratch, E5).", other),
+        ReportItem(MECHANISM_TEXT, mechanism_table(df)),
     ]
     df = df[is_trained(df)]  # the rest is about training: evaluation-only runs only enter Table 1
     if df.empty:
