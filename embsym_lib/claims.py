@@ -404,6 +404,14 @@ def _directional(relation: str, effect: float, p_two: float) -> tuple[float, flo
     return (p_two, 1.0) if agrees else (1.0, p_two)
 
 
+@functools.cache
+def _normal_power_z() -> float:
+    """z_{1-α/2} + z_{power}: a two-sided test's detectable effect in standard errors (normal approximation)."""
+    from scipy import stats as st
+
+    return float(st.norm.ppf(1 - ALPHA / 2) + st.norm.ppf(POWER))
+
+
 @functools.lru_cache(maxsize=64)
 def _detectable_dz(n: int) -> float:
     """The standardized paired effect (mean / sd of the differences) that a two-sided paired t-test
@@ -485,9 +493,8 @@ def _unit_test(diffs: np.ndarray, relation: str, margin: float | None, seed: int
         test += f", non-inferiority margin {margin:g}"
     else:
         p_support, p_contra = _directional(relation, effect, p_two)
-    z = st.norm.ppf(1 - ALPHA / 2) + st.norm.ppf(POWER)
     sd = float(diffs.std(ddof=1))
-    mde = float(z * sd / math.sqrt(n))
+    mde = float(_normal_power_z() * sd / math.sqrt(n))
     return TestResult(effect, ci95, p_two, p_support, p_contra, 0, n, test, mde, relation, sd=sd)
 
 
@@ -873,7 +880,7 @@ def _evaluate_correlation(claim: Claim, spec: FamilySpec, setting: dict[str, Any
     if smallest_p >= ALPHA:
         row.reason = f"with {len(xs)} units the smallest attainable p is {smallest_p:.3g}: this design cannot reach significance"
     else:
-        z = (st.norm.ppf(1 - ALPHA / 2) + st.norm.ppf(POWER)) / math.sqrt(len(xs) - 3)
+        z = _normal_power_z() / math.sqrt(len(xs) - 3)
         row.mde = float(math.tanh(z))
     row.verdict = (SUPPORTED if row.effect > 0 else CONTRADICTED) if row.p < ALPHA else INCONCLUSIVE
     return row
@@ -1015,9 +1022,8 @@ def power_table(frame: pd.DataFrame, planned: float = PLANNED_RELATIVE_EFFECT) -
         n_now = r["n_units"] if by_units else r["n_seeds"]
         if not (math.isfinite(r["sd"]) and r["sd"] > 0):
             needed = float("nan")
-        elif by_units:  # the unit-level test's normal approximation
-            z = _norm_ppf(1 - ALPHA / 2) + _norm_ppf(POWER)
-            needed = math.ceil((z * r["sd"] / target) ** 2)
+        elif by_units:  # the unit-level test's normal approximation, as in _unit_test
+            needed = math.ceil((_normal_power_z() * r["sd"] / target) ** 2)
         else:
             needed = _seeds_to_detect(target, r["sd"])
         rows.append(
@@ -1052,12 +1058,6 @@ def _seeds_to_detect(effect: float, sd: float) -> int:
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid, high)
     return high
-
-
-def _norm_ppf(q: float) -> float:
-    from scipy import stats as st
-
-    return float(st.norm.ppf(q))
 
 
 def paper_effect(claim: Claim) -> float:

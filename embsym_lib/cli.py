@@ -157,15 +157,14 @@ def _cmd_collate(args) -> int:
 
 def _cmd_claims(args) -> int:
     from . import claims
-    from .collate import load_records
+    from .collate import grid_runs, load_records
 
     unknown = [f for f in args.families if f not in registry()]
     if unknown:
         raise UnknownFamilyError(
             f"unknown family {unknown[0]!r}; valid families are: {', '.join(registry())}"
         )
-    records = load_records(args.outputs, profile=args.profile)
-    records = records[records["in_grid"].astype(bool)] if len(records) else records
+    records = grid_runs(load_records(args.outputs, profile=args.profile))
     if args.null_redraw is not None and not records.empty:
         records = claims.null_redraw(records, seed=args.null_redraw)
     rows = claims.evaluate(records, claims.load_claims(args.families or None))

@@ -84,6 +84,11 @@ def load_records(
     return df
 
 
+def grid_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs the report pools: parameters (all but the seed) of a grid point of their profile."""
+    return df[df["in_grid"].astype(bool)].reset_index(drop=True) if len(df) else df
+
+
 def outside_grid(df: pd.DataFrame) -> pd.DataFrame:
     """The runs the report does not pool: parameters other than any grid point of their profile."""
     if df.empty or "in_grid" not in df:

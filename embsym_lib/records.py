@@ -34,6 +34,7 @@ def project_path(path: str | Path) -> Path:
 
 OUTPUTS_ENV = "EMBSYM_OUTPUTS"  # set by the runner for its kernels: the sweep's outputs folder
 DATA_ENV = "EMBSYM_DATA"  # a user's data root for every family (downloads, generated sets)
+KERNEL_ENV = "EMBSYM_KERNEL"  # "warm" in a kernel forked by warm_kernels' server
 
 
 def outputs_dir() -> Path:
@@ -132,7 +133,7 @@ def peak_memory() -> dict[str, float | None]:
 def kernel_start() -> str | None:
     """How the notebook kernel writing this record started: "warm" (forked from a server that had
     imported its modules, ``warm_kernels``), "fresh" (a new interpreter), None outside a kernel."""
-    if os.environ.get("EMBSYM_KERNEL") == "warm":
+    if os.environ.get(KERNEL_ENV) == "warm":
         return "warm"
     return "fresh" if "ipykernel" in sys.modules else None
 

@@ -12,11 +12,12 @@ fresh kernel), and exits when its jupyter_client does (ipykernel's parent poller
 
 What a forked child shares with its siblings is import-time state only: the server never runs a model,
 never seeds, never touches CUDA, and every notebook seeds Python, NumPy and torch itself
-(``runtime.configure``), so a run's metrics are the same bits as in a fresh kernel (tests/test_runner.py
-checks it). A server is keyed by the notebook's imports, the working directory and the full environment
-minus jupyter's per-kernel ``JPY_*`` variables, because libraries read variables such as HF_HUB_OFFLINE or
-OMP_NUM_THREADS when they are imported; a launch whose key has no server gets one. Anything unusual (a
-kernel command other than ipykernel's, a server that does not come up) falls back to a fresh kernel.
+(``runtime.configure``), so a run's metrics are the same bits as in a fresh kernel
+(tests/test_warm_kernels.py checks it). A server is keyed by the notebook's imports, the working
+directory and the full environment minus jupyter's per-kernel ``JPY_*`` variables, because libraries read
+variables such as HF_HUB_OFFLINE or OMP_NUM_THREADS when they are imported; a launch whose key has no
+server gets one. Anything unusual (a kernel command other than ipykernel's, a server that does not come
+up) falls back to a fresh kernel.
 
 ``EMBSYM_FRESH_KERNELS=1`` (or ``embsym run --fresh-kernels``) turns it off.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import functools
 import importlib
 import json
 import os
@@ -41,8 +43,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .records import KERNEL_ENV
+
 FRESH_ENV = "EMBSYM_FRESH_KERNELS"
-KERNEL_ENV = "EMBSYM_KERNEL"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 SERVER_START_TIMEOUT_S = 300.0
 _LAUNCHER = ("-m", "ipykernel_launcher")
@@ -294,25 +297,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def kernel_manager_class(notebook: Path):
+def kernel_manager_class(notebook: Path) -> type:
     """An AsyncKernelManager class whose kernels are forked from the server for this notebook's imports
-    (nbclient's ``kernel_manager_class``: one class per notebook, no state shared between threads)."""
-    modules = notebook_imports(notebook)
-    with _servers_lock:
-        cls = _manager_classes.get(modules)
-        if cls is None:
-            cls = _manager_classes[modules] = type("WarmKernelManager", (_WarmKernelManagerBase(),), {})
-            cls.modules = modules
-        return cls
+    (nbclient's ``kernel_manager_class``: one class per set of imports, no state shared between threads)."""
+    return _manager_for(notebook_imports(notebook))
 
 
-_manager_classes: dict[tuple[str, ...], type] = {}
+@functools.cache
+def _manager_for(modules: tuple[str, ...]) -> type:
+    return type("WarmKernelManager", (_warm_kernel_manager(),), {"modules": modules})
 
 
-def _WarmKernelManagerBase():  # noqa: N802 - builds the classes once jupyter_client is imported
-    global _BASE
-    if _BASE is not None:
-        return _BASE
+@functools.cache
+def _warm_kernel_manager() -> type:
+    """The manager and provisioner classes, built on first use: jupyter_client is imported only then."""
     import uuid
 
     from jupyter_client import AsyncKernelManager
@@ -344,11 +342,7 @@ def _WarmKernelManagerBase():  # noqa: N802 - builds the classes once jupyter_cl
                 )
             return await super()._async_pre_start_kernel(**kw)
 
-    _BASE = WarmKernelManager
-    return _BASE
-
-
-_BASE = None
+    return WarmKernelManager
 
 
 if __name__ == "__main__":

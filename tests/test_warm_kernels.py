@@ -67,11 +67,11 @@ def test_warm_and_fresh_kernels_give_the_same_bits(tmp_path):
 def test_a_server_that_cannot_start_falls_back_to_fresh_kernels(dummy_family, tmp_path, monkeypatch):
     _, params_dir = dummy_family
     monkeypatch.setattr(warm_kernels, "notebook_imports", lambda notebook: ("no_such_module_anywhere",))
-    warm_kernels._manager_classes.clear()
+    warm_kernels._manager_for.cache_clear()
     points = expand("dummy", "offline", variants=["cosine"], seeds=[0], params_dir=params_dir)
     with pytest.warns(UserWarning, match="warm kernels unavailable"):
         (result,) = run_grid(points, tmp_path, warm=True)
-    warm_kernels._manager_classes.clear()
+    warm_kernels._manager_for.cache_clear()
     assert result.status == "complete" and result.record["kernel"] == "fresh"
 
 

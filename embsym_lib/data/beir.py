@@ -273,15 +273,22 @@ def load_bright(folder: Path, task: str) -> RetrievalSet:
     return RetrievalSet(task, corpus, queries, qrels, excluded)
 
 
-def load_msmarco_qa_pairs(path: Path, limit: int = 0) -> list[tuple[str, str]]:
-    """(query, selected passage) pairs from MS MARCO v1.1 QA rows; queries without a selected passage
-    are skipped; one pair per query (the first selected passage)."""
-    pairs = []
-    for row in _read_table(Path(path)):
+def _answered_qa_rows(path: Path):
+    """MS MARCO v1.1 QA rows that have a selected passage: (query id, query, passage texts, selected
+    flags); rows without one (no answer in the passages) are skipped."""
+    for i, row in enumerate(_read_table(Path(path))):
         passages = row["passages"]
         selected = list(passages["is_selected"])
         if 1 in selected:
-            pairs.append((row["query"], passages["passage_text"][selected.index(1)]))
+            yield str(row.get("query_id", i)), row["query"], list(passages["passage_text"]), selected
+
+
+def load_msmarco_qa_pairs(path: Path, limit: int = 0) -> list[tuple[str, str]]:
+    """(query, selected passage) pairs from MS MARCO v1.1 QA rows; one pair per query (the first
+    selected passage)."""
+    pairs = []
+    for _, query, texts, selected in _answered_qa_rows(path):
+        pairs.append((query, texts[selected.index(1)]))
         if limit and len(pairs) >= limit:
             break
     return pairs
@@ -289,17 +296,12 @@ def load_msmarco_qa_pairs(path: Path, limit: int = 0) -> list[tuple[str, str]]:
 
 def load_msmarco_qa_set(path: Path, name: str) -> RetrievalSet:
     """MS MARCO v1.1 QA rows as a retrieval set: each query ranks the passages of every row, its
-    selected passages relevant (1); queries without a selected passage are skipped."""
+    selected passages relevant (1)."""
     corpus, queries, qrels = {}, {}, {}
-    for i, row in enumerate(_read_table(Path(path))):
-        qid = str(row.get("query_id", i))
-        passages = row["passages"]
-        selected = list(passages["is_selected"])
-        if 1 not in selected:
-            continue
-        queries[qid] = row["query"]
+    for qid, query, texts, selected in _answered_qa_rows(path):
+        queries[qid] = query
         qrels[qid] = {}
-        for j, (text, chosen) in enumerate(zip(passages["passage_text"], selected, strict=True)):
+        for j, (text, chosen) in enumerate(zip(texts, selected, strict=True)):
             corpus[f"{qid}:{j}"] = {"title": "", "text": text}
             if chosen:
                 qrels[qid][f"{qid}:{j}"] = 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -69,6 +71,18 @@ def paper_mechanism(quantities) -> pd.DataFrame:
             "paper": rows["value"],
         }
     )
+
+
+def mechanism_beside_ours(
+    quantities, ours: dict[str, Any], value: Callable[[Any, str, str], str], nobody: Any
+):
+    """``paper_mechanism(quantities)``, then one column per group of our runs (``ours``: column -> runs),
+    each cell ``value(runs, quantity, variant)``; without any group, one column "ours" for ``nobody`` (so
+    that every row still says what we have: "not run")."""
+    table = paper_mechanism(quantities)
+    for column, runs in (ours or {"ours": nobody}).items():
+        table[column] = [value(runs, q, v) for q, v in zip(table["quantity"], table["variant"], strict=True)]
+    return table
 
 
 def describe(table: str) -> str:

@@ -178,14 +178,10 @@ def our_zero_shot_value(runs: list[dict[str, float]], quantity: str, variant: st
 def mechanism_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per CLIP row of the paper's mechanism table (zero-shot R@1 t2i under cosine and dot, Cohen's
     d of image and text magnitudes): the paper's value unchanged, then ours per pretrained checkpoint."""
-    from ...reference import paper_mechanism
+    from ...reference import mechanism_beside_ours
 
-    table = paper_mechanism(MECHANISM_METRICS)
     ours = pretrained_zero_shot(df) if df is not None and "extra" in df else {}
-    for column, runs in (ours or {"ours": []}).items():  # none: one column saying "not run"
-        table[column] = [
-            our_zero_shot_value(runs, q, v) for q, v in zip(table["quantity"], table["variant"], strict=True)
-        ]
+    table = mechanism_beside_ours(MECHANISM_METRICS, ours, our_zero_shot_value, nobody=[])
     table["note"] = table["quantity"].map(MECHANISM_NOTES)
     return table
 

@@ -246,16 +246,11 @@ def our_mechanism_value(runs: pd.DataFrame, quantity: str, variant: str) -> str:
 def mechanism_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per retrieval row of the paper's mechanism table: the paper's value unchanged, then ours per
     our encoder (a column ``ours: <encoder>``; ours are not the paper's encoders), then what differs."""
-    from ...reference import paper_mechanism
+    from ...reference import mechanism_beside_ours
 
-    table = paper_mechanism(RETRIEVAL_QUANTITIES)
     runs = mechanism_runs(df if df is not None else pd.DataFrame())
     ours = {f"ours: {e}": runs[runs["encoder"] == e] for e in sorted(runs["encoder"].dropna().unique())}
-    for column, encoder_runs in (ours or {"ours": runs}).items():  # no fine-tuned run: one "not run" column
-        table[column] = [
-            our_mechanism_value(encoder_runs, q, v)
-            for q, v in zip(table["quantity"], table["variant"], strict=True)
-        ]
+    table = mechanism_beside_ours(RETRIEVAL_QUANTITIES, ours, our_mechanism_value, nobody=runs)
     table["note"] = [CLAIMS_ONLY.get(q) or MECHANISM_METRICS[q][-1] for q in table["quantity"]]
     return table
 
