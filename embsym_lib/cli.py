@@ -74,6 +74,17 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="families, profiles and what has run")
     ls.add_argument("--outputs", type=Path, default=DEFAULT_OUTPUTS)
+
+    d = sub.add_parser("data", help="fetch a profile's data sets, or list what it needs (docs/data.md)")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    df = dsub.add_parser("fetch", help="download and convert a family's data sets into the data root")
+    df.add_argument("family")
+    df.add_argument("--only", nargs="+", metavar="NAME", help="only these data sets")
+    dl = dsub.add_parser("list", help="what each profile needs, whether it is present, its size")
+    dl.add_argument("families", nargs="*", help="only these families (default: all)")
+    for a in (df, dl):
+        a.add_argument("--profile", default="paper")
+        a.add_argument("--root", type=Path, help="data root (default: $EMBSYM_DATA, else <project>/data)")
     return p
 
 
@@ -89,7 +100,7 @@ def _cmd_run(args) -> int:
     for fam in families:
         expand_args = (fam, args.profile, args.variants, args.seeds, overrides, args.params_dir)
         if not args.dry_run:
-            points += expand(*expand_args)
+            points += _expand_or_name_fetch(expand_args)
             continue
         points += expand(*expand_args, check_data=False)
         try:
@@ -134,6 +145,23 @@ def _cmd_run(args) -> int:
             file=sys.stderr,
         )
     return 1 if failed else 0
+
+
+def _expand_or_name_fetch(expand_args: tuple) -> list:
+    """The grid points; where only the data on disk are missing, the error names the fetch command."""
+    try:
+        return expand(*expand_args)
+    except ParamError as e:
+        try:
+            expand(*expand_args, check_data=False)
+        except ParamError:
+            raise e from None
+        family, profile = expand_args[0], expand_args[1]
+        raise ParamError(
+            f"{e}\n  the data are not there: `embsym data fetch {family} --profile {profile}` downloads them "
+            f"(`embsym data list --profile {profile}` shows what is present; docs/data.md), or point "
+            "--set data_dir=... at your own copy"
+        ) from None
 
 
 def _sigterm_as_interrupt():
@@ -205,10 +233,30 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from .data import fetch
+
+    try:
+        if args.data_command == "fetch":
+            fetch.fetch(args.family, args.profile, args.only, args.root)
+        else:
+            print(fetch.format_table(fetch.table(args.families or list(registry()), args.profile, args.root)))
+    except fetch.FetchError as e:
+        print(f"embsym: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"run": _cmd_run, "collate": _cmd_collate, "claims": _cmd_claims, "list": _cmd_list}
+        commands = {
+            "run": _cmd_run,
+            "collate": _cmd_collate,
+            "claims": _cmd_claims,
+            "list": _cmd_list,
+            "data": _cmd_data,
+        }
         return commands[args.command](args)
     except (ParamError, UnknownFamilyError, ValueError, FileNotFoundError) as e:
         print(f"embsym: error: {e}", file=sys.stderr)

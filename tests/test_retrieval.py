@@ -97,7 +97,7 @@ class TestRetrievalContract(FamilyContract):
     }
 
     def expands_without_data(self, profile: str) -> bool:
-        return profile != "paper"  # the paper profile reads /data/embsym/retrieval
+        return profile != "paper"  # the paper profile reads data/retrieval (embsym data fetch)
 
     def fake_records(self) -> pd.DataFrame:
         return fake_records()

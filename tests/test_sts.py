@@ -68,7 +68,7 @@ class TestStsContract(FamilyContract):
     )
 
     def expands_without_data(self, profile: str) -> bool:
-        return profile != "paper"  # the paper profile reads data/stsb and data/allnli
+        return profile != "paper"  # the paper profile reads data/sts/ (embsym data fetch)
 
     def fake_records(self) -> pd.DataFrame:
         return fake_records()
