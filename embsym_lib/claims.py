@@ -89,6 +89,9 @@ class Side:
     metric: str | None = None
     where: dict[str, Any] = field(default_factory=dict)
     value: float | None = None
+    # one fixed model (nothing trained, e.g. a pretrained checkpoint scored by the variant): its value is
+    # the same at every seed, so one run stands for all of them and several runs must agree
+    fixed: bool = False
 
     @property
     def is_constant(self) -> bool:
@@ -149,7 +152,7 @@ def _side(raw: Any, cid: str) -> Side:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         return Side(value=float(raw))
     if isinstance(raw, dict):
-        unknown = set(raw) - {"variant", "metric", "where", "value"}
+        unknown = set(raw) - {"variant", "metric", "where", "value", "fixed"}
         if unknown:
             raise ClaimSpecError(f"claim {cid}: unknown side keys {sorted(unknown)}")
         if ("value" in raw) == ("variant" in raw):
@@ -159,6 +162,7 @@ def _side(raw: Any, cid: str) -> Side:
             metric=raw.get("metric"),
             where=dict(raw.get("where") or {}),
             value=None if raw.get("value") is None else float(raw["value"]),
+            fixed=bool(raw.get("fixed", False)),
         )
     raise ClaimSpecError(f"claim {cid}: cannot read side {raw!r}")
 
@@ -609,17 +613,23 @@ def _seed_contrast(
     for side in (a, b):
         if side is not None and side.problem:
             return None, side.problem, []
+    if b is not None and con.b.fixed:  # one model, whatever the seed: its runs must agree
+        if np.ptp(list(b.values.values())) > 1e-9 * max(1.0, max(abs(v) for v in b.values.values())):
+            return None, f"the runs of {con.b.label(metric)} differ: not one fixed model", []
+        b_value, b_runs, b = next(iter(b.values.values())), b.runs, None
+    else:
+        b_value, b_runs = con.b.value, []
     if b is None:
         seeds = sorted(a.values)
-        diffs = np.array([a.values[s] for s in seeds]) - float(con.b.value)
-        mean_b = float(con.b.value)
+        diffs = np.array([a.values[s] for s in seeds]) - float(b_value)
+        mean_b = float(b_value)
     else:
         seeds = sorted(set(a.values) & set(b.values))
         if not seeds:
             return None, "the two sides share no seed", []
         diffs = np.array([a.values[s] - b.values[s] for s in seeds])
         mean_b = float(np.mean([b.values[s] for s in seeds]))
-    runs = a.runs + (b.runs if b else [])
+    runs = a.runs + (b.runs if b else b_runs)
     if len(seeds) < 2:
         return None, f"one seed ({seeds[0]}): no estimate of run-to-run variance (needs ≥ 2 seeds)", runs
     if np.ptp(diffs) <= 1e-12 * max(1.0, float(np.abs(diffs).max())):

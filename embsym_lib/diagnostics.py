@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from .similarity import FIXED_VARIANTS, Similarity, as_similarity, pairwise
 
+WARM_IMPORTS = ("sklearn.covariance",)  # Ledoit-Wolf shrinkage, imported where used
+
 
 def cohens_d(group_a: Iterable[float], group_b: Iterable[float]) -> float:
     """(mean_a - mean_b) / pooled SD, pooled SD = sqrt(((na-1)sa^2 + (nb-1)sb^2) / (na+nb-2)).

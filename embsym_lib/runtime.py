@@ -11,6 +11,9 @@ import random
 
 import numpy as np
 
+# Imported at the first optimizer step (sympy, triton: ~3 s); warm kernel servers import it beforehand.
+WARM_IMPORTS = ("torch._dynamo",)
+
 # Set by the runner to the CPUs a run may use (its profile's cpus, within its share of the machine when
 # several runs share it): a run's ``threads`` never exceeds it.
 THREAD_CAP = "EMBSYM_THREAD_CAP"
@@ -60,6 +63,10 @@ def configure(params: dict) -> str:
     import torch
 
     seed_everything(int(params["seed"]))
+    # Subnormal floats (softmax tails of large unnormalized logits, e.g. dot) cost x86 CPUs ~100x per
+    # operation: dot-product training ran 2x slower than cosine here. Flushing them to zero changes
+    # values below 1.2e-38 only (docs/performance.md); a no-op where the CPU cannot do it.
+    torch.set_flush_denormal(True)
     if "threads" in params:
         torch.set_num_threads(thread_count(int(params["threads"])))
     return resolve_device(params.get("device", "cpu"))

@@ -5,8 +5,9 @@ Each grid point is still one papermill run of its notebook in a kernel process o
 that process starts changes. A fresh kernel is ``python -m ipykernel_launcher -f <connection file>``:
 a new interpreter that imports ipykernel, then the notebook's imports (torch, pandas, the family's
 pipeline and its domain library: 3-8 s of CPU per run here). A warm kernel is forked from a server that
-has already imported exactly the modules the notebook's code cells import at top level (read from the
-notebook itself), and only then runs ipykernel's own entry point. The child gets the environment and
+has already imported the modules the notebook's code cells import at top level (read from the
+notebook itself) and what those modules declare they import lazily during a run (``WARM_IMPORTS``), and
+only then runs ipykernel's own entry point. The child gets the environment and
 working directory jupyter_client asked for, a session of its own (so interrupts reach it as they reach a
 fresh kernel), and exits when its jupyter_client does (ipykernel's parent poller).
 
@@ -77,6 +78,37 @@ def notebook_imports(notebook: Path) -> tuple[str, ...]:
     return tuple(dict.fromkeys(modules))
 
 
+def preload(modules) -> list[str]:
+    """Import a notebook's modules (``notebook_imports``), then what they declare they import lazily;
+    returns the latter."""
+    for name in modules:
+        if not name.startswith("?"):
+            importlib.import_module(name)
+        else:
+            try:  # "from a import c": c may be a submodule, or a function, class, constant of a
+                importlib.import_module(name[1:])
+            except ModuleNotFoundError as e:
+                if e.name != name[1:]:
+                    raise
+    lazy: list[str] = []
+    while new := [name for name in declared_warm_imports() if name not in lazy]:
+        for name in new:  # a declared module may declare more (an adapter imported lazily)
+            importlib.import_module(name)
+        lazy += new
+    return lazy
+
+
+def declared_warm_imports() -> list[str]:
+    """What the loaded embsym modules import lazily at run time (their ``WARM_IMPORTS``: the domain
+    library kept out of the light imports of the CLI and the specs, the modules torch pulls in at the
+    first optimizer step), imported by the server too: every run imports them anyway (1-9 s each)."""
+    names: list[str] = []
+    for module_name, module in list(sys.modules.items()):
+        if module_name.split(".")[0] == "embsym_lib":
+            names += getattr(module, "WARM_IMPORTS", ())
+    return list(dict.fromkeys(names))
+
+
 # --- the server (a process of its own: ``python -m embsym_lib.warm_kernels <socket> <module>...``) ---
 
 
@@ -87,15 +119,10 @@ def serve(socket_path: str, modules: list[str]) -> None:
     os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     import ipykernel.kernelapp  # noqa: F401 - what every kernel imports first
 
-    for name in modules:
-        if not name.startswith("?"):
-            importlib.import_module(name)
-        else:
-            try:  # "from a import c": c may be a submodule, or a function, class, constant of a
-                importlib.import_module(name[1:])
-            except ModuleNotFoundError as e:
-                if e.name != name[1:]:
-                    raise
+    preload(modules)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # a forked child could not use CUDA
+        raise SystemExit("importing the notebook's modules initialized CUDA: kernels must start fresh")
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(socket_path)
     server.listen(16)

@@ -356,3 +356,50 @@ def test_the_power_table_says_whether_the_design_detects_the_planned_effect(run_
     assert claims._detectable_dz(needed) * sd <= target * 1.001
     assert needed == 2 or claims._detectable_dz(needed - 1) * sd > target
     assert (needed <= 5) is decides
+
+
+# --- a fixed side: one model, the same at every seed (the PT column) ------------------------------------
+
+FIXED_PT = {"variant": "qnorm", "where": {"train": False}, "fixed": True}
+
+
+def pt_and_finetuned(finetuned: dict[int, float], pretrained: dict[int, float]):
+    def record(seed, value, train):
+        params = {"encoder": "minilm", "train": train, "scale_matched": False}
+        return {
+            "family": "retrieval",
+            "variant": "qnorm",
+            "seed": seed,
+            "params": params,
+            "metrics": {"m": value},
+        }
+
+    return frame(
+        [record(s, x, True) for s, x in finetuned.items()]
+        + [record(s, x, False) for s, x in pretrained.items()]
+    )
+
+
+def fixed_claim():
+    return claim(
+        family="retrieval",
+        metric="m",
+        contrasts=[[{"variant": "qnorm", "where": {"train": True}}, FIXED_PT]],
+    )
+
+
+def test_a_fixed_side_with_one_run_is_compared_with_every_seed():
+    df = pt_and_finetuned({0: 0.551, 1: 0.548, 2: 0.556, 3: 0.552}, {0: 0.50})
+    r = only_row(df, fixed_claim())
+    assert r["verdict"] == SUPPORTED and r["n_seeds"] == 4
+
+
+def test_a_fixed_side_finds_nothing_when_training_changes_nothing():
+    df = pt_and_finetuned({0: 0.51, 1: 0.488, 2: 0.503}, {0: 0.50})
+    assert only_row(df, fixed_claim())["verdict"] == INCONCLUSIVE
+
+
+def test_a_fixed_side_whose_runs_differ_is_untestable():
+    df = pt_and_finetuned({0: 0.551, 1: 0.548, 2: 0.556}, {0: 0.50, 1: 0.52})
+    r = only_row(df, fixed_claim())
+    assert r["verdict"] == UNTESTABLE and "not one fixed model" in r["reason"]

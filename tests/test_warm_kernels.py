@@ -5,6 +5,8 @@ a fresh kernel."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -26,6 +28,25 @@ def test_a_server_preloads_exactly_the_notebooks_top_level_imports():
         "IPython.display",
     } <= set(modules)
     assert len(modules) == len(set(modules))
+
+
+def test_what_a_run_imports_lazily_is_declared_and_importable():
+    """The server also imports what the notebook's modules import at run time (``WARM_IMPORTS``); a
+    name that does not import would stop every warm server from starting, so each is imported here."""
+    script = (
+        "import json\n"
+        "from embsym_lib import warm_kernels\n"
+        "from embsym_lib.params import NOTEBOOKS_DIR\n"
+        "names = []\n"
+        "for nb in ('retrieval.ipynb', 'kg.ipynb', 'fewshot.ipynb'):\n"
+        "    names += warm_kernels.preload(warm_kernels.notebook_imports(NOTEBOOKS_DIR / nb))\n"
+        "import torch\n"
+        "print(json.dumps([names, torch.cuda.is_initialized()]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    names, cuda_initialized = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"torch._dynamo", "sentence_transformers", "pykeen.pipeline", "learn2learn"} <= set(names)
+    assert not cuda_initialized
 
 
 def _outputs_of(notebook):

@@ -37,6 +37,8 @@ from torch import nn
 
 from ..similarity import VARIANTS, check_variant, make_similarity, normalize
 
+WARM_IMPORTS = ("learn2learn", "learn2learn.data.transforms")  # imported where used
+
 EUCLIDEAN = "euclidean"
 ARMS: tuple[str, ...] = (*VARIANTS, EUCLIDEAN)
 FIXED_ARMS: tuple[str, ...] = tuple(a for a in ARMS if a != "learn")

@@ -31,6 +31,8 @@ from pykeen.nn.modules import Interaction
 
 from ..similarity import Similarity, check_variant, make_similarity
 
+WARM_IMPORTS = ("pykeen.models", "pykeen.evaluation", "pykeen.pipeline")  # imported where used
+
 
 def distmult_query(h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return h * r

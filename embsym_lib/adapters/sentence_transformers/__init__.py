@@ -91,3 +91,12 @@ __all__ = [
     "train_retriever",
     "with_overrides",
 ]
+
+# The library and what its first training step imports: every run needs them, the specs must not.
+WARM_IMPORTS = (
+    "sentence_transformers",
+    "sentence_transformers.losses",
+    "sentence_transformers.models",
+    "sentence_transformers.training_args",
+    "transformers.models.bert.modeling_bert",
+)

@@ -18,6 +18,8 @@ from ...runtime import rng_preserved
 from .spec import DOWNLOADED_DATASETS, PATH_PREFIX, check_dataset, resolve_path, split_files
 from .triples import folder_report, shown
 
+WARM_IMPORTS = ("embsym_lib.adapters.pykeen", "pykeen.datasets")  # imported where used
+
 # PyKEEN metric keys: both prediction directions ("both" = tail queries and inverse-relation queries),
 # realistic rank = the expected rank under random tie-breaking.
 PYKEEN_KEYS: dict[str, str] = {
