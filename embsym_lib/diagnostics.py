@@ -250,6 +250,12 @@ def predict_side(
     }
 
 
+def fisher_wanted(params: dict) -> bool:
+    """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
+    same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it."""
+    return bool(params.get("fisher_pairs", True)) and params["variant"] in params["fisher_variants"]
+
+
 def fisher_metrics(fisher: dict[str, object]) -> dict[str, float]:
     """``predict_side``'s output as record metrics, the same names in every family (the claims engine
     reads ``fisher_prefers_qnorm``: +1 qnorm, -1 dnorm, 0 no preference); empty when it did not run."""

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from .similarity import VARIANTS
+
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (RecBole, PyKEEN use it) accepts seeds below 2**32
 RESERVED = ("variant", "seed", "profile", "run_dir")
 DEVICES = ("cpu", "cuda", "auto")
@@ -49,6 +51,13 @@ Count = Annotated[int, Field(ge=1)]
 NonNegativeCount = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NonNegative = Annotated[float, Field(ge=0)]
+FisherVariants = Annotated[
+    list[Literal[VARIANTS]],
+    Field(
+        description="variants whose runs compute the Fisher predictor (it depends on the untrained model "
+        "and the seed only: one variant's run carries it for every variant of its seed)"
+    ),
+]
 Positive = Annotated[float, Field(gt=0)]
 DataSeed = Annotated[
     int, Field(ge=0, le=SEED_MAX, description="seed of the generated data (the same for every run)")

@@ -403,3 +403,28 @@ def test_a_fixed_side_whose_runs_differ_is_untestable():
     df = pt_and_finetuned({0: 0.551, 1: 0.548, 2: 0.556}, {0: 0.50, 1: 0.52})
     r = only_row(df, fixed_claim())
     assert r["verdict"] == UNTESTABLE and "not one fixed model" in r["reason"]
+
+
+def test_a_prediction_carried_by_one_variants_runs_counts_for_its_seed():
+    """The Fisher predictor runs only in ``fisher_variants``' runs (cosine): its answer at a seed comes
+    from that run, the truth from the qnorm and dnorm runs of the same seed."""
+    from embsym_lib.diagnostics import fisher_wanted
+
+    assert fisher_wanted({"variant": "cosine", "fisher_variants": ["cosine"], "fisher_pairs": 64})
+    assert not fisher_wanted({"variant": "qnorm", "fisher_variants": ["cosine"], "fisher_pairs": 64})
+    assert not fisher_wanted({"variant": "cosine", "fisher_variants": ["cosine"], "fisher_pairs": 0})
+    rows = []
+    for seed in range(10):
+        better = "qnorm" if seed % 2 else "dnorm"
+        for v in ("cosine", "qnorm", "dnorm"):
+            metrics = {"ndcg@10": 0.5 + (0.1 if v == better else 0.0)}
+            if v == "cosine":
+                metrics["fisher_prefers_qnorm"] = 1.0 if better == "qnorm" else -1.0
+            rows.append(
+                {"family": "synthetic", "variant": v, "seed": seed, "params": dict(ASYM), "metrics": metrics}
+            )
+    predictor = claim(
+        kind="predictor", scores={"qnorm": "k_q", "dnorm": "k_d"}, choice="fisher_prefers_qnorm", where=ASYM
+    )
+    r = only_row(frame(rows), predictor)
+    assert r["ours"] == "10/10 correct" and r["verdict"] == SUPPORTED

@@ -28,7 +28,7 @@ import yaml
 from embsym_lib import cli
 from embsym_lib.data import fetch, retrieval, sts
 from embsym_lib.data.clip import load_coco_captions
-from embsym_lib.data.sources import SOURCES
+from embsym_lib.data.sources import SOURCES, TRAINING_DATA
 
 PARAMS = Path(__file__).resolve().parent.parent / "params"
 
@@ -124,7 +124,9 @@ def test_every_paper_dataset_has_a_source(family):
     names = fetch.profile_datasets(family, "paper")
     params = doc["parameters"]
     if family == "retrieval":
-        expected = [*params["test_sets"], params["data_source"], *(f"rag_{n}" for n in params["rag_sets"])]
+        sources = [params["data_source"]] + [s for b in doc["grid"] for s in b.get("data_source", [])]
+        training = [TRAINING_DATA[s] for s in dict.fromkeys(sources)]
+        expected = [*params["test_sets"], *training, *(f"rag_{n}" for n in params["rag_sets"])]
     elif family == "sts":
         expected = [params["dataset"], "allnli"]
     elif family == "clip":

@@ -402,7 +402,7 @@ def test_paper_profile_on_fixture_data_and_a_missing_file():
             "test_sets": ["scifact", "trec_dl19", "biology", "musique", "msmarco_dev"],
         },
     )
-    assert {p.params["encoder"] for p in paper} == {"contriever", "retromae", "e5", "bert"}
+    assert {p.params["encoder"] for p in paper} == {"contriever", "retromae", "e5", "bert", "scratch"}
     assert all(p.params["threads"] == 16 and p.params["eval_batch_size"] == 256 for p in paper)
     with pytest.raises(ParamError, match="test set 'fiqa': missing"):
         expand(
@@ -751,3 +751,29 @@ def _claim(claim_id: str):
     from embsym_lib.claims import load_claims
 
     return next(c for c in load_claims() if c.id == claim_id)
+
+
+def test_rag_table_puts_the_papers_table_4_beside_ours():
+    from embsym_lib.families.retrieval.rag import rag_table
+
+    df = pd.DataFrame(
+        [
+            {
+                "variant": v,
+                "seed": s,
+                "params": {"encoder": "contriever", "reader": "google/flan-t5-large"},
+                "rag_em_nq": 0.2 + 0.01 * s,
+                "rag_f1_nq": 0.3,
+            }
+            for v in VARIANTS
+            for s in (0, 1)
+        ]
+    )
+    table = rag_table(df)
+    paper = table.loc["paper (Contriever, Flan-T5-Large)"]
+    assert paper.loc[("nq", "em"), "qnorm"] == "26.1" and len(paper) == 6
+    ours = table.loc["ours (contriever, reader google/flan-t5-large)"]
+    assert (
+        ours.loc[("nq", "em"), "cosine"].startswith("20.5") and ours.loc[("nq", "f1"), "dot"] == "30.0 ± 0.0"
+    )
+    assert set(table.loc["ours"].index.get_level_values("set")) == {"hotpotqa", "triviaqa"}

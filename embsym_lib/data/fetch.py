@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from ..records import DATA_ENV, PROJECT_ROOT
-from .sources import FAMILY_SETTINGS, OFFLINE, SOURCES, Remote, Source
+from .sources import FAMILY_SETTINGS, OFFLINE, SOURCES, TRAINING_DATA, Remote, Source
 
 MIRROR_ENV = "EMBSYM_DATA_MIRROR"
 PARAMS_DIR = PROJECT_ROOT / "params"
@@ -74,7 +74,7 @@ def profile_datasets(family: str, profile: str = "paper", params_dir: Path = PAR
     doc = yaml.safe_load(path.read_text()) or {}
     if family == "retrieval":
         names = [n for n in _profile_values(doc, "test_sets") if not str(n).startswith("path:")]
-        names += [s for s in _profile_values(doc, "data_source") if s != "pydoc"]
+        names += [TRAINING_DATA.get(s, s) for s in _profile_values(doc, "data_source") if s != "pydoc"]
         names += [f"rag_{n}" for n in _profile_values(doc, "rag_sets") if not str(n).startswith("pydoc")]
     elif family == "sts":
         names = [d for d in _profile_values(doc, "dataset") if d == "stsb"]

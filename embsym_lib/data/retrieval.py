@@ -21,6 +21,14 @@ object's name). The generated folder lives under ``records.generated_data_dir("r
 (``$EMBSYM_DATA/retrieval``, else the sweep's outputs folder's ``data/retrieval``), made once and reused
 by every run of a sweep.
 
+**MS MARCO passage ranking's judged training pairs** (``data_source: msmarco_passage``, the paper's
+E5-500K arm, v1 Table 16): ``msmarco_passage/qrels.train.tsv`` (qid 0 pid 1), ``queries.train.tsv``
+(qid \\t query) and ``collection.tsv`` (pid \\t passage). The judged training queries are split by a hash
+of their id (``msmarco_passage_split``): 2,500 dev queries (checkpoint selection), 2,500 held-out queries
+(the Fisher predictor) and the rest (~498K) for training, one pair per query (its first judged passage);
+a training query whose text is a dev or held-out query's is dropped too. The 8.8M-passage collection is
+read in one pass that keeps only the passages needed (and stops once it has them all).
+
 **A user's own BEIR folder** is a test set written ``path:<folder>`` (``user_test_set``): the folder
 holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/test.tsv``; the set is named after the folder and
 is a benchmark group of its own, outside the paper's groups and their means.
@@ -134,7 +142,7 @@ def _registry() -> dict[str, DatasetInfo]:
 
 
 DATASETS: dict[str, DatasetInfo] = _registry()
-TRAIN_SOURCES = ("pydoc", "msmarco_qa")
+TRAIN_SOURCES = ("pydoc", "msmarco_qa", "msmarco_passage")
 RAG_SETS = ("pydoc_scientific", "nq", "hotpotqa", "triviaqa")
 
 
@@ -504,6 +512,8 @@ def training_paths(source: str, data_dir: str | Path) -> list[Path]:
     """Files training needs (training pairs, the dev set), for validation before any compute."""
     if source == "msmarco_qa":
         return [msmarco_qa_file(data_dir, "train"), msmarco_qa_file(data_dir, "validation")]
+    if source == "msmarco_passage":
+        return list(msmarco_passage_files(data_dir).values())
     return [Path(data_dir) / "train", Path(data_dir) / "dev"]
 
 
@@ -512,15 +522,21 @@ def load_training_pairs(source: str, data_dir: str | Path, limit: int = 0) -> li
         return beir.beir_training_pairs(Path(data_dir) / "train", "train", limit)
     if source == "msmarco_qa":
         return beir.load_msmarco_qa_pairs(msmarco_qa_file(data_dir, "train"), limit)
+    if source == "msmarco_passage":
+        return load_msmarco_passage_pairs(data_dir, limit)
     raise ValueError(f"unknown training source {source!r}; valid sources are: {', '.join(TRAIN_SOURCES)}")
 
 
-def load_dev_set(source: str, data_dir: str | Path) -> beir.RetrievalSet:
-    """The validation set for checkpoint selection: pydoc's dev split, or (paper) MS MARCO v1.1 QA's own
-    validation split, never MS MARCO dev, which is a test set (``without_test_queries`` then drops any
-    query that a test set also asks)."""
+def load_dev_set(source: str, data_dir: str | Path, corpus_size: int = 0) -> beir.RetrievalSet:
+    """The validation set for checkpoint selection: pydoc's dev split; (paper, ``msmarco_qa``) MS MARCO
+    v1.1 QA's own validation split; (``msmarco_passage``) the dev share of the judged training queries,
+    never trained on (``msmarco_passage_split``). Never MS MARCO dev, which is a test set;
+    ``without_test_queries`` then drops any query that a test set also asks. ``corpus_size``: only
+    ``msmarco_passage`` uses it, to read no more of the collection than ``dev_corpus`` keeps (0: all)."""
     if source == "pydoc":
         return beir.load_beir(Path(data_dir) / "dev", "dev", "dev")
+    if source == "msmarco_passage":
+        return load_msmarco_passage_dev(data_dir, corpus_size)
     return beir.load_msmarco_qa_set(msmarco_qa_file(data_dir, "validation"), "msmarco_qa_validation")
 
 
@@ -564,11 +580,164 @@ def only_queries(data: beir.RetrievalSet, query_ids: list[str]) -> beir.Retrieva
 
 
 def load_heldout_pairs(source: str, data_dir: str | Path, n_pairs: int) -> list[tuple[str, str]]:
-    """Pairs for the Fisher predictor that no run trains on: pydoc's held-out split, or (paper) MS MARCO
-    v1.1 QA validation pairs."""
+    """Pairs for the Fisher predictor that no run trains on: pydoc's held-out split, (paper,
+    ``msmarco_qa``) MS MARCO v1.1 QA validation pairs, or (``msmarco_passage``) the held-out share of
+    the judged training queries (``msmarco_passage_split``)."""
     if source == "pydoc":
         return beir.beir_training_pairs(Path(data_dir) / "heldout", "test", n_pairs)
+    if source == "msmarco_passage":
+        return load_msmarco_passage_heldout(data_dir, n_pairs)
     return beir.load_msmarco_qa_pairs(msmarco_qa_file(data_dir, "validation"), n_pairs)
+
+
+# ----------------------------------------------------------------------------------------------
+# MS MARCO passage ranking's judged training pairs (data_source msmarco_passage: the E5-500K arm)
+
+PASSAGE_DEV_QUERIES = 2500  # held out of training for checkpoint selection (dev_queries takes the first)
+PASSAGE_HELDOUT_QUERIES = 2500  # held out of training for the Fisher predictor (fisher_pairs takes the first)
+
+
+def msmarco_passage_files(data_dir: str | Path) -> dict[str, Path]:
+    """The three files of MS MARCO passage ranking's training data, in ``embsym data fetch``'s layout."""
+    root = Path(data_dir) / "msmarco_passage"
+    return {
+        "collection": root / "collection.tsv",
+        "queries": root / "queries.train.tsv",
+        "qrels": root / "qrels.train.tsv",
+    }
+
+
+def read_passage_qrels(path: str | Path) -> dict[str, list[str]]:
+    """``qrels.train.tsv`` (``qid 0 pid rel`` per line): query id -> its judged relevant passage ids
+    (rel > 0), in file order. A malformed line is one error naming the file and line."""
+    out: dict[str, list[str]] = {}
+    with open(beir._need(Path(path)), encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                if len(parts) != 4:
+                    raise ValueError
+                rel = int(parts[3])
+            except ValueError:
+                raise ValueError(
+                    f"{path}:{line_no}: expected 'qid 0 pid rel', got {line.strip()!r}"
+                ) from None
+            if rel > 0 and parts[2] not in out.setdefault(parts[0], []):
+                out[parts[0]].append(parts[2])
+    return {q: pids for q, pids in out.items() if pids}
+
+
+def read_tsv_subset(path: str | Path, ids: set[str] | None = None, first: int = 0) -> dict[str, str]:
+    """``id \\t text`` lines (``queries.train.tsv``, ``collection.tsv``), in one pass: the lines whose id
+    is in ``ids``, plus the first ``first`` other lines (distractors); stops reading as soon as it holds
+    them all, so the 8.8M-passage collection costs the memory of what is kept. ``ids`` None: every line."""
+    wanted = None if ids is None else set(ids)
+    out: dict[str, str] = {}
+    extra = 0
+    with open(beir._need(Path(path)), encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line:
+                continue
+            parts = line.split("\t", 1)
+            if len(parts) != 2:
+                raise ValueError(f"{path}:{line_no}: expected 'id<TAB>text', got {line[:80]!r}")
+            key, text = parts
+            if wanted is None or key in wanted:
+                out[key] = text
+                if wanted is not None:
+                    wanted.discard(key)
+            elif extra < first:
+                out[key] = text
+                extra += 1
+            if wanted is not None and not wanted and extra >= first:
+                break
+    return out
+
+
+@dataclass(frozen=True)
+class PassageSplit:
+    """The judged training queries of MS MARCO passage ranking, by id: ``train`` (file order), ``dev``
+    and ``heldout`` (hash order)."""
+
+    train: list[str]
+    dev: list[str]
+    heldout: list[str]
+
+
+def msmarco_passage_split(query_ids: list[str]) -> PassageSplit:
+    """Deterministic and independent of file order: the queries ordered by sha1 of their id; the first
+    ``PASSAGE_DEV_QUERIES`` are the dev set, the next ``PASSAGE_HELDOUT_QUERIES`` the Fisher predictor's,
+    the rest train (a tenth each at most, for small files)."""
+    if len(query_ids) < 3:
+        raise ValueError(
+            f"msmarco_passage: {len(query_ids)} judged training queries; at least 3 are needed "
+            "(train, dev, held-out)"
+        )
+    ordered = sorted(query_ids, key=lambda q: (_hash(f"msmarco_passage:{q}"), q))
+    n_dev = max(1, min(PASSAGE_DEV_QUERIES, len(ordered) // 10))
+    n_held = max(1, min(PASSAGE_HELDOUT_QUERIES, len(ordered) // 10))
+    dev, heldout = ordered[:n_dev], ordered[n_dev : n_dev + n_held]
+    kept = set(dev) | set(heldout)
+    return PassageSplit([q for q in query_ids if q not in kept], dev, heldout)
+
+
+def _text_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _passage_queries(data_dir: str | Path) -> tuple[dict[str, list[str]], PassageSplit, dict[str, str]]:
+    files = msmarco_passage_files(data_dir)
+    qrels = read_passage_qrels(files["qrels"])
+    split = msmarco_passage_split(list(qrels))
+    queries = read_tsv_subset(files["queries"], set(qrels))
+    return qrels, split, queries
+
+
+def load_msmarco_passage_pairs(data_dir: str | Path, limit: int = 0) -> list[tuple[str, str]]:
+    """(query, judged passage) training pairs, one per training query (its first judged passage), in
+    qrels order; never a dev or held-out query, by id or by text. Reads only the passages it returns."""
+    qrels, split, queries = _passage_queries(data_dir)
+    kept = {_text_key(queries[q]) for q in split.dev + split.heldout if q in queries}
+    chosen = []
+    for q in split.train:
+        if q in queries and _text_key(queries[q]) not in kept:
+            chosen.append((q, qrels[q][0]))
+            if limit and len(chosen) >= limit:
+                break
+    passages = read_tsv_subset(msmarco_passage_files(data_dir)["collection"], {p for _, p in chosen})
+    return [(queries[q], passages[p]) for q, p in chosen if p in passages]
+
+
+def load_msmarco_passage_dev(data_dir: str | Path, corpus_size: int = 0) -> beir.RetrievalSet:
+    """The dev queries of ``msmarco_passage_split`` (hash order) with all their judged passages, over a
+    sub-corpus: those passages plus the collection's first ``corpus_size`` other passages (0: the whole
+    collection), in collection order."""
+    qrels, split, queries = _passage_queries(data_dir)
+    dev = [q for q in split.dev if q in queries]
+    relevant = {p for q in dev for p in qrels[q]}
+    collection = msmarco_passage_files(data_dir)["collection"]
+    texts = read_tsv_subset(collection, relevant, corpus_size) if corpus_size else read_tsv_subset(collection)
+    corpus = {pid: {"title": "", "text": text} for pid, text in texts.items()}
+    return beir.RetrievalSet(
+        "msmarco_passage_dev",
+        corpus,
+        {q: queries[q] for q in dev},
+        {q: {p: 1 for p in qrels[q] if p in corpus} for q in dev},
+    )
+
+
+def load_msmarco_passage_heldout(data_dir: str | Path, n_pairs: int) -> list[tuple[str, str]]:
+    """The Fisher predictor's pairs: the held-out queries of ``msmarco_passage_split`` (hash order), one
+    pair each (its first judged passage), the first ``n_pairs``; none is a training query."""
+    if not n_pairs:
+        return []
+    qrels, split, queries = _passage_queries(data_dir)
+    chosen = [(q, qrels[q][0]) for q in split.heldout if q in queries][:n_pairs]
+    passages = read_tsv_subset(msmarco_passage_files(data_dir)["collection"], {p for _, p in chosen})
+    return [(queries[q], passages[p]) for q, p in chosen if p in passages]
 
 
 def load_rag_set(name: str, data_dir: str | Path):

@@ -155,6 +155,18 @@ def _registry() -> dict[tuple[str, str], Source]:
             ("msmarco_passage",),
             (Remote(f"{MSMARCO}/collection.tar.gz", None, "tar.gz", "msmarco_passage"),),
         ),
+        # MS MARCO passage ranking's judged training queries (data_source: msmarco_passage, the E5-500K
+        # arm): queries.tar.gz holds queries.{train,dev,eval}.tsv (only train is kept); qrels.train.tsv as is
+        Source(
+            "retrieval",
+            "msmarco_passage_train",
+            ("msmarco_passage/queries.train.tsv", "msmarco_passage/qrels.train.tsv"),
+            (
+                Remote(f"{MSMARCO}/queries.tar.gz", None, "tar.gz", "msmarco_passage"),
+                Remote(f"{MSMARCO}/qrels.train.tsv", None, "file", "msmarco_passage/qrels.train.tsv"),
+            ),
+            needs=("msmarco_passage",),
+        ),
         _trec("trec_dl19", "2019"),
         _trec("trec_dl20", "2020"),
         *(_bright(t) for t in BRIGHT_TASKS),
@@ -254,3 +266,5 @@ def _registry() -> dict[tuple[str, str], Source]:
 
 
 SOURCES: dict[tuple[str, str], Source] = _registry()
+# The registry name of each retrieval ``data_source`` (training pairs and dev set) that has one.
+TRAINING_DATA: dict[str, str] = {"msmarco_qa": "msmarco_qa", "msmarco_passage": "msmarco_passage_train"}

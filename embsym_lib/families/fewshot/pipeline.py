@@ -14,7 +14,7 @@ import torch
 from ... import stats
 from ...adapters.learn2learn import ADAPTER, evaluate_arms
 from ...data import fewshot as data
-from ...diagnostics import cross_evaluate, norm_stats
+from ...diagnostics import cross_evaluate, fisher_wanted, norm_stats
 from ...records import project_path
 from ...runtime import rng_preserved
 from .tables import CROSS_ARMS
@@ -87,6 +87,8 @@ def fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits)
     the prototype of its class from the class's other images), batches of distinct classes so that the
     in-batch negatives are other classes' prototypes, as in an episode. Empty when ``fisher_pairs`` is 0 or
     there are fewer than 2 validation classes."""
+    if not fisher_wanted(params):
+        return {}
     with rng_preserved():
         return _fisher_prediction(params, model, splits)
 

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, model_validator
 from ...schema import (
     Count,
     DataSeed,
+    FisherVariants,
     LearningRate,
     NonNegativeCount,
     Positive,
@@ -82,6 +83,7 @@ class FewshotParams(RunParams):
     fisher_batch: Count = Field(
         20, description="classes per batch of the Fisher predictor's InfoNCE (at most the validation classes)"
     )
+    fisher_variants: FisherVariants = ["cosine"]
     euclidean_scale: Positive = Field(1.0, description="logit scale of the squared-Euclidean arm")
     prototype: Literal["raw", "normalized"] = Field(
         "raw", description="prototype = mean of raw (Snell et al.) or of unit-normalized support embeddings"

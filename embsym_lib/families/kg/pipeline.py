@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from ...diagnostics import cross_evaluate as cross_evaluate_with
-from ...diagnostics import norm_stats, relevance_magnitude_d
+from ...diagnostics import fisher_wanted, norm_stats, relevance_magnitude_d
 from ...runtime import rng_preserved
 from .spec import DOWNLOADED_DATASETS, PATH_PREFIX, check_dataset, resolve_path, split_files
 from .triples import folder_report, shown
@@ -226,6 +226,8 @@ def fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
     their answers, of the *validation* triples (both directions), embedded by the untrained model — data
     no compared run trained on, from a state no run has trained. Empty when ``fisher_pairs`` is 0 or there
     are fewer pairs than one batch."""
+    if not fisher_wanted(params):
+        return {}
     with rng_preserved():
         return _fisher_prediction(model, dataset, params)
 

@@ -15,6 +15,7 @@ from ...schema import (
     EmbeddingDim,
     Epochs,
     EvalBatchSize,
+    FisherVariants,
     LearningRate,
     RunParams,
     Scale,
@@ -116,6 +117,7 @@ class KgParams(RunParams):
         description="validation (query, answer) pairs for the Fisher predictor before training (0: off)",
     )
     fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
+    fisher_variants: FisherVariants = ["cosine"]
     cache_root: str = Field(
         "", description="PyKEEN's dataset cache for fb15k237/wn18rr (empty: PyKEEN's default)"
     )

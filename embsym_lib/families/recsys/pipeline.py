@@ -70,6 +70,8 @@ def fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
     """The Fisher predictor (``diagnostics.predict_side``) before training: the *validation*
     interactions' (user, item) pairs, embedded as the untrained model scores them — data no compared run
     trained on, from a state no run has trained. Empty when ``fisher_pairs`` is 0 or too few pairs."""
+    if not diagnostics.fisher_wanted(params):
+        return {}
     with rng_preserved():
         return _fisher_prediction(setup, params)
 

@@ -17,6 +17,7 @@ from ...schema import (
     EmbeddingDim,
     Epochs,
     EvalBatchSize,
+    FisherVariants,
     LearningRate,
     NonNegative,
     NonNegativeCount,
@@ -116,6 +117,7 @@ class RecsysParams(RunParams):
         description="validation (user, item) pairs for the Fisher predictor before training (0: off)",
     )
     fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
+    fisher_variants: FisherVariants = ["cosine"]
 
     @model_validator(mode="after")
     def _data_present(self):

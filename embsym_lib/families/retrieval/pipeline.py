@@ -13,7 +13,7 @@ import numpy as np
 
 from ...adapters.sentence_transformers import ADAPTER, GridEncoder, with_overrides
 from ...data import retrieval as rdata
-from ...diagnostics import fisher_metrics
+from ...diagnostics import fisher_metrics, fisher_wanted
 from ...records import project_path
 from ...similarity import FIXED_VARIANTS
 from .evaluation import IR_METRICS, aggregate_note, evaluate, evaluate_set, group_means
@@ -71,13 +71,9 @@ def needs_data_root(params: dict[str, Any]) -> bool:
     return bool(
         params.get("train", True)
         or any(not rdata.resolve_test_set(e).user for e in params["test_sets"])
-        or fisher_needed(params)
+        or fisher_wanted(params)
         or params["rag_sets"]
     )
-
-
-def fisher_needed(params: dict[str, Any]) -> bool:
-    return bool(params["fisher_pairs"] and params["variant"] in params["fisher_variants"])
 
 
 def prepare_training_data(
@@ -90,7 +86,7 @@ def prepare_training_data(
     if not p.get("train", True):
         return {"root": data_root(p) if needs_data_root(p) else None, "train": [], "dev": None}
     root, source = data_root(p), p["data_source"]
-    dev = rdata.load_dev_set(source, root)
+    dev = rdata.load_dev_set(source, root, p["dev_corpus"])  # msmarco_passage: read no more
     if dev_query_ids is not None:  # the same queries, hence the same sub-corpus, as the notebook's
         dev = subsample(rdata.only_queries(dev, dev_query_ids), 0, p["dev_corpus"])
     else:
@@ -113,7 +109,7 @@ def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
         for entry in p["test_sets"]
     }
     training = prepare_training_data(p, tests)
-    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if fisher_needed(p) else []
+    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if fisher_wanted(p) else []
     return {**training, "heldout": heldout, "tests": tests}
 
 
@@ -140,7 +136,7 @@ def fisher_prediction(encoder: GridEncoder, heldout_pairs, params: dict[str, Any
     the runs whose variant is in ``fisher_variants`` (it depends on the encoder and seed only)."""
     from ...diagnostics import predict_side
 
-    if not fisher_needed(params):
+    if not fisher_wanted(params):
         return {}
     n = len(heldout_pairs) - len(heldout_pairs) % params["fisher_batch"]
     if n < params["fisher_batch"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ...adapters.sentence_transformers import GridEncoder, encode_texts
 from ...data import retrieval as rdata
@@ -77,7 +78,8 @@ def rag(encoder: GridEncoder, similarity, params: dict[str, Any], root: Path) ->
     for name in params["rag_sets"]:
         questions, corpus = rdata.load_rag_set(name, root)
         questions = questions[: params["rag_questions"] or None]
-        ids = list(corpus)
+        # offline the reader means nothing and encoding a whole corpus cost more than the test sets
+        ids = list(corpus)[: params["rag_corpus"] or None]
         texts = [doc_text(corpus[i]) for i in ids]
         q = encode_texts(encoder.model, [x["question"] for x in questions], batch_size, info.query_prefix)
         d = encode_texts(encoder.model, texts, batch_size, info.doc_prefix)
@@ -117,3 +119,44 @@ def rag(encoder: GridEncoder, similarity, params: dict[str, Any], root: Path) ->
         metrics["rag_em"] = float(np.mean([v for k, v in metrics.items() if k.startswith("rag_em_")]))
         metrics["rag_f1"] = float(np.mean([v for k, v in metrics.items() if k.startswith("rag_f1_")]))
     return {"metrics": metrics, "examples": examples}
+
+
+def rag_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's RAG numbers (Table 4: Contriever retrievers, Flan-T5-Large) beside ours, EM and token F1
+    x100 per question set and variant: ours as mean ± sd over seeds per (encoder, reader), "not run" for
+    the paper's sets that no record answers."""
+    from ...reference import load_reference
+    from ...stats import format_mean_std
+    from .. import param_column
+
+    paper = load_reference("rag_sts_clip")
+    paper = paper[paper["experiment"] == "rag"]
+    variants = [v for v in ("cosine", "dot", "qnorm", "dnorm", "learn") if v in paper.columns]
+    rows = []
+    for _, r in paper.iterrows():
+        rows.append(
+            {"source": "paper (Contriever, Flan-T5-Large)", "set": r["setting"], "metric": r["metric"]}
+        )
+        rows[-1].update({v: f"{r[v]:.1f}" for v in variants})
+    if not df.empty:
+        df = df.assign(encoder=param_column(df, "encoder", "?"), reader=param_column(df, "reader", "?"))
+    ours_sets = sorted({c.split("_", 2)[2] for c in df.columns if c.startswith(("rag_em_", "rag_f1_"))})
+    for (encoder, reader), group in df.groupby(["encoder", "reader"]) if ours_sets else []:
+        for name in ours_sets:
+            for metric in ("em", "f1"):
+                col = f"rag_{metric}_{name}"
+                if col not in group or group[col].isna().all():
+                    continue
+                row = {"source": f"ours ({encoder}, reader {reader})", "set": name, "metric": metric}
+                row.update(
+                    {
+                        v: format_mean_std(group.loc[group["variant"] == v, col].dropna(), 100.0, 1)
+                        for v in variants
+                    }
+                )
+                rows.append(row)
+    for name in sorted(set(paper["setting"]) - set(ours_sets)):
+        rows.append(
+            {"source": "ours", "set": name, "metric": "em / f1", **dict.fromkeys(variants, "not run")}
+        )
+    return pd.DataFrame(rows).set_index(["source", "set", "metric"])

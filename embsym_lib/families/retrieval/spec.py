@@ -14,6 +14,7 @@ from ...schema import (
     BatchSize,
     Count,
     EvalBatchSize,
+    FisherVariants,
     GammaLearningRate,
     LearningRate,
     NonNegative,
@@ -22,7 +23,6 @@ from ...schema import (
     WarmupRatio,
     data_checked,
 )
-from ...similarity import VARIANTS
 from ...symmetry import asymmetric
 from .. import FamilySpec
 from . import tables
@@ -83,9 +83,12 @@ class RetrievalParams(SentenceEncoderParams):
         256, description="held-out pairs for the Fisher predictor (0: off)"
     )
     fisher_batch: Count = Field(64, description="the Fisher predictor's in-batch size")
-    fisher_variants: list[Literal[VARIANTS]] = Field(["cosine"], description="variants whose runs compute it")
+    fisher_variants: FisherVariants = ["cosine"]
     rag_sets: list[Literal[rdata.RAG_SETS]] = Field(["pydoc_scientific"], description="RAG question sets")
     rag_questions: NonNegativeCount = Field(8, description="questions per RAG set (0: all)")
+    rag_corpus: NonNegativeCount = Field(
+        200, description="passages of each RAG corpus, the first N in corpus order (0: all)"
+    )
     rag_top_k: Count = Field(5, description="passages given to the reader")
     reader: str = Field("offline:tiny-t5", description="seq2seq reader (hub name, or under model_dir)")
     reader_max_length: Count = Field(512, description="reader input tokens")
@@ -119,7 +122,7 @@ class RetrievalParams(SentenceEncoderParams):
             for path in rdata.dataset_paths(name, root):
                 if not path.exists():
                     raise ValueError(f"test set {name!r}: missing {path}")
-        if self.train and self.data_source == "msmarco_qa":
+        if self.train and self.data_source != "pydoc":
             for path in rdata.training_paths(self.data_source, root):
                 if not path.exists():
                     raise ValueError(
@@ -142,7 +145,7 @@ SPEC = FamilySpec(
     },
     primary_metric="ndcg10_mean",
     metrics=("ndcg10_mean", "ndcg10_id", "ndcg10_ood", "mrr10_mean", "recall100_mean"),
-    grid_axes=("encoder", "train", "scale_matched"),
+    grid_axes=("encoder", "train", "scale_matched", "data_source"),  # data_source: E5-80K vs E5-500K
     conditions={"train": True, "scale_matched": False},
     metric_scale=100.0,
     description="Fine-tune a dense retriever with InfoNCE (scale 20) under each variant; nDCG@10 by exact search.",

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ... import testbed
-from ...diagnostics import fisher_metrics, predict_side
+from ...diagnostics import fisher_metrics, fisher_wanted, predict_side
 from ...similarity import FIXED_VARIANTS
 
 SYMMETRIC_TASKS = ("symmetric", "symmetric_signal")
@@ -47,7 +47,7 @@ def make_task(params: dict[str, Any]):
 def fisher_prediction(task, params: dict[str, Any]) -> dict[str, Any]:
     """The Fisher predictor on held-out queries embedded by this seed's *untrained* encoders: nothing any
     compared run trained on (the referee's non-circularity condition). Empty for the symmetric task."""
-    if params["task"] in SYMMETRIC_TASKS:
+    if params["task"] in SYMMETRIC_TASKS or not fisher_wanted(params):
         return {}
     torch.manual_seed(int(params["seed"]))
     init_q = testbed.mlp(task.train_q_x.shape[1], params["hidden"], params["embedding_dim"])

@@ -12,6 +12,7 @@ from ...schema import (
     DataSeed,
     EmbeddingDim,
     Epochs,
+    FisherVariants,
     LearningRate,
     NonNegative,
     RunParams,
@@ -33,6 +34,7 @@ class SyntheticParams(RunParams):
     n_train: Count = Field(6000, description="training queries (pairs for the symmetric task)")
     n_test: Count = Field(500, description="test queries (pairs for the symmetric task)")
     n_heldout: int = Field(512, ge=64, description="held-out queries for the Fisher predictor (≥ one batch)")
+    fisher_variants: FisherVariants = ["cosine"]
     n_relevant: Count = Field(5, description="relevant documents per query (the top true relevance)")
     latent_dim: Count = Field(16, description="dimension of the ground-truth latent space")
     input_dim: Count = Field(32, description="dimension of the observed inputs")
