@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .retrieval import BRIGHT12, MULTIHOP4
+
 # How each family's parameters point at its folder under the data root (``embsym data fetch`` prints them).
 FAMILY_SETTINGS: dict[str, dict[str, str]] = {
     "retrieval": {"data_dir": ""},
@@ -89,21 +91,6 @@ BEIR_MD5 = {
 }
 MSMARCO = "https://msmarco.z22.web.core.windows.net/msmarcoranking"
 HF = "https://huggingface.co/datasets"
-BRIGHT_TASKS = (
-    "aops",
-    "biology",
-    "earth_science",
-    "economics",
-    "leetcode",
-    "pony",
-    "psychology",
-    "robotics",
-    "stackoverflow",
-    "sustainable_living",
-    "theoremqa_questions",
-    "theoremqa_theorems",
-)
-MULTIHOP = ("2wikimultihopqa", "musique", "novelhopqa", "hotpotqa_multihop")
 RAG = ("nq", "hotpotqa", "triviaqa")
 RECBOLE = "https://recbole.s3-accelerate.amazonaws.com/ProcessedDatasets"
 OMNIGLOT = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python"
@@ -169,7 +156,7 @@ def _registry() -> dict[tuple[str, str], Source]:
         ),
         _trec("trec_dl19", "2019"),
         _trec("trec_dl20", "2020"),
-        *(_bright(t) for t in BRIGHT_TASKS),
+        *(_bright(t) for t in BRIGHT12),
         Source(
             "retrieval",
             "msmarco_qa",
@@ -192,7 +179,7 @@ def _registry() -> dict[tuple[str, str], Source]:
                 manual="no published BEIR version: convert the set's questions, paragraphs and supporting "
                 f"facts into a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv) at multihop/{name}",
             )
-            for name in MULTIHOP
+            for name in MULTIHOP4
         ),
         *(
             Source(
