@@ -253,6 +253,7 @@ def predict_side(
 def fisher_wanted(params: dict) -> bool:
     """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
     same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it."""
+    # the synthetic testbed has no fisher_pairs: its held-out queries (n_heldout) are always there
     return bool(params.get("fisher_pairs", True)) and params["variant"] in params["fisher_variants"]
 
 

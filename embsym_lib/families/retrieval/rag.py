@@ -126,12 +126,13 @@ def rag_table(df: pd.DataFrame) -> pd.DataFrame:
     x100 per question set and variant: ours as mean ± sd over seeds per (encoder, reader), "not run" for
     the paper's sets that no record answers."""
     from ...reference import load_reference
+    from ...similarity import VARIANTS
     from ...stats import format_mean_std
     from .. import param_column
 
     paper = load_reference("rag_sts_clip")
     paper = paper[paper["experiment"] == "rag"]
-    variants = [v for v in ("cosine", "dot", "qnorm", "dnorm", "learn") if v in paper.columns]
+    variants = [v for v in VARIANTS if v in paper.columns]
     rows = []
     for _, r in paper.iterrows():
         rows.append(
