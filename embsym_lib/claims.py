@@ -758,15 +758,18 @@ def _mean_metric(runs: pd.DataFrame, name: str) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _predictions(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[list[bool], int, list[str]]:
-    """(hit per decided seed, abstentions, runs) of a predictor in one setting.
+def _seed_predictions(
+    claim: Claim, spec: FamilySpec, df: pd.DataFrame
+) -> list[tuple[str, float, float, list[str]]]:
+    """(prediction, outcome of the first side, of the second, runs) per seed of one setting, for every
+    seed where both sides ran and differ; the prediction is a side, or "" (abstained).
 
     The prediction at a seed: the sign of the ``choice`` metric (+1 the first of ``scores``' sides, -1
     the second, 0 no preference), or else the side with the lower ``scores`` metric. It comes from data
-    no compared run trained on, so every run of the seed records the same one. The truth: the side whose
-    runs score higher on the claim's metric (default: the task's primary metric)."""
+    no compared run trained on, so every run of the seed that carries it records the same one. The
+    truth: the side whose runs score higher on the claim's metric (default: the task's primary metric)."""
     (s1, k1), (s2, k2) = claim.scores.items()
-    hits, abstained, runs = [], 0, []
+    out = []
     for _, part in df.groupby("seed"):
         metric = claim.metric or spec.primary_metric_of(part["params"].iloc[0])
         out1 = _mean_metric(part[part["variant"] == s1], metric)
@@ -780,12 +783,43 @@ def _predictions(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[list
             predicted = (s1 if score1 < score2 else s2) if finite else None
         if predicted is None or not (math.isfinite(out1) and math.isfinite(out2)) or out1 == out2:
             continue
-        runs += [f"{r['family']}/{r['run_id']}" for _, r in part[part["variant"].isin([s1, s2])].iterrows()]
+        runs = [f"{r['family']}/{r['run_id']}" for _, r in part[part["variant"].isin([s1, s2])].iterrows()]
+        out.append((predicted, out1, out2, runs))
+    return out
+
+
+def _predictions(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[list[bool], int, list[str]]:
+    """(hit per decided seed, abstentions, runs) of a predictor in one setting: does its answer at each
+    seed match that seed's winner?"""
+    (s1, _), (s2, _) = claim.scores.items()
+    hits, abstained, runs = [], 0, []
+    for predicted, out1, out2, seed_runs in _seed_predictions(claim, spec, df):
+        runs += seed_runs
         if predicted == "":
             abstained += 1
-            continue
-        hits.append(predicted == (s1 if out1 > out2 else s2))
+        else:
+            hits.append(predicted == (s1 if out1 > out2 else s2))
     return hits, abstained, runs
+
+
+def _setting_vote(claim: Claim, spec: FamilySpec, df: pd.DataFrame) -> tuple[bool | None, list[str]]:
+    """One answer for a whole setting (hit, or None: abstained or no seed): the side most of its seeds'
+    decided answers name (a tie abstains), against the side with the higher mean over those seeds.
+
+    Seeds of one setting are not independent trials of a predictor: with a pretrained encoder every seed
+    sees the same input, and the winner is mostly the setting's, not the seed's; counting them would let
+    one lucky setting decide a pooled test."""
+    (s1, _), (s2, _) = claim.scores.items()
+    seeds = _seed_predictions(claim, spec, df)
+    runs = [r for *_, seed_runs in seeds for r in seed_runs]
+    votes = [p for p, *_ in seeds if p]
+    if not seeds or votes.count(s1) == votes.count(s2):
+        return None, runs
+    predicted = s1 if votes.count(s1) > votes.count(s2) else s2
+    out1, out2 = np.mean([o for _, o, _, _ in seeds]), np.mean([o for _, _, o, _ in seeds])
+    if out1 == out2:
+        return None, runs
+    return predicted == (s1 if out1 > out2 else s2), runs
 
 
 def _evaluate_predictor(claim: Claim, spec: FamilySpec, setting: dict[str, Any], df: pd.DataFrame) -> Row:
@@ -796,7 +830,12 @@ def _evaluate_predictor(claim: Claim, spec: FamilySpec, setting: dict[str, Any],
 
 
 def _hit_rate_row(
-    claim: Claim, setting: dict[str, Any], hits: list[bool], abstained: int, runs: list[str]
+    claim: Claim,
+    setting: dict[str, Any],
+    hits: list[bool],
+    abstained: int,
+    runs: list[str],
+    unit: str = "seed",
 ) -> Row:
     from scipy import stats as st
 
@@ -805,7 +844,7 @@ def _hit_rate_row(
     (s1, _), (s2, _) = claim.scores.items()
     if not hits:
         row.reason = (
-            f"the predictor abstained on all {abstained} seed(s)"
+            f"the predictor abstained on all {abstained} {unit}(s)"
             if abstained
             else f"no seed with {s1} and {s2} runs that carry the predictor's output"
         )
@@ -814,7 +853,7 @@ def _hit_rate_row(
     res = st.binomtest(k, n, 0.5)
     ci = res.proportion_ci(0.95)
     row.effect, row.ci_low, row.ci_high, row.p = k / n, float(ci.low), float(ci.high), float(res.pvalue)
-    row.test = f"binomial test of the hit rate against chance (0.5) over {n} decided predictions"
+    row.test = f"binomial test of the hit rate against chance (0.5) over {n} decided {unit}s"
     row.ours = f"{k}/{n} correct" + (f", {abstained} abstained" if abstained else "")
     row.mde = _binomial_mde(n)
     if math.isnan(row.mde):
@@ -824,16 +863,21 @@ def _hit_rate_row(
 
 
 def _evaluate_pooled_predictor(claim: Claim, records: pd.DataFrame) -> Row:
-    """A predictor's hit rate pooled over every setting and seed of the listed families."""
+    """A predictor's hit rate over every setting of the listed families, one answer per setting
+    (``_setting_vote``); a setting where it abstains is counted, not scored."""
     families = registry()
     hits, abstained, runs = [], 0, []
     for family in claim.families:
         spec = families[family]
         fam = records[records["family"] == family] if len(records) else records
         for _, df in _instances(replace(claim, family=family), spec, fam):
-            h, a, r = _predictions(claim, spec, df)
-            hits, abstained, runs = hits + h, abstained + a, runs + r
-    return _hit_rate_row(claim, {"families": ", ".join(claim.families)}, hits, abstained, runs)
+            hit, setting_runs = _setting_vote(claim, spec, df)
+            runs += setting_runs
+            if hit is not None:
+                hits.append(hit)
+            elif setting_runs:
+                abstained += 1
+    return _hit_rate_row(claim, {"families": ", ".join(claim.families)}, hits, abstained, runs, "setting")
 
 
 @functools.lru_cache(maxsize=64)

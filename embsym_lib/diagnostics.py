@@ -1,10 +1,13 @@
-"""Diagnostics of embedding magnitude: Cohen's d, norm CV, cross-evaluation, Fisher condition number."""
+"""Diagnostics of embedding magnitude: Cohen's d, norm CV, cross-evaluation, and the two side predictors:
+the Fisher condition number (``predict_side``) and the Fisher score test of each side's magnitude
+(``magnitude_score_test``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -250,6 +253,111 @@ def predict_side(
     }
 
 
+def _fit_temperature(cos: torch.Tensor, visible: torch.Tensor, targets: torch.Tensor) -> float:
+    """The scale t that maximizes the cosine model's likelihood sum_i log softmax_j(t cos_ij)[target_i]
+    (convex in t: one optimum)."""
+    from scipy.optimize import minimize_scalar
+
+    rows = torch.arange(cos.shape[0])
+
+    def nll(log_t: float) -> float:
+        logits = (np.exp(log_t) * cos).masked_fill(~visible, float("-inf"))
+        return float(-(logits.log_softmax(-1)[rows, targets]).sum())
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-6.0, 10.0), method="bounded").x))
+
+
+def _permutation_test(x: torch.Tensor, weights: torch.Tensor, n_permutations: int, g: torch.Generator):
+    """Score U = sum_k x_k w_k against its distribution with x permuted: (U, z, one-sided p of U > 0).
+    z divides by the permutation variance of U, which is the Fisher information of the exponent under
+    the null (magnitudes exchangeable across the side's items)."""
+    x = x - x.mean()
+    observed = float(x @ weights)
+    if float(x.abs().max()) < 1e-6:  # one magnitude for every item (a normalized encoder; float32 noise)
+        return observed, float("nan"), 1.0
+    variance = float((x @ x) * ((weights - weights.mean()) ** 2).sum() / max(len(x) - 1, 1))
+    at_least = 0
+    for start in range(0, n_permutations, 100):  # chunks: a paper-size side has ~15,000 items
+        draws = torch.rand(min(100, n_permutations - start), len(x), generator=g, dtype=torch.float64)
+        at_least += int((x[draws.argsort(dim=1)] @ weights >= observed - 1e-12 * abs(observed)).sum())
+    p = (1 + at_least) / (n_permutations + 1)
+    return observed, observed / variance**0.5, p
+
+
+def magnitude_score_test(
+    q: torch.Tensor,
+    candidates: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    visible: torch.Tensor | None = None,
+    n_permutations: int = 999,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, object]:
+    """The Fisher score test: does either side's magnitude add likelihood to the cosine model?
+
+    Definition (embsym's; the paper leaves its predictor open). The grid's four fixed variants are the
+    corners (a, b) in {0, 1}^2 of s_ij = t cos(q_i, c_j) |q_i|^a |c_j|^b (cosine (0, 0), qnorm (0, 1),
+    dnorm (1, 0), dot (1, 1)). Under the softmax over each query's visible candidates (``visible``
+    [N, M], default all) with its target ``targets[i]`` (default i: aligned pairs, the candidates the
+    positives), fit t at cosine, then take Rao's score of each exponent there:
+
+        U_a = sum_i log|q_i| sum_j (y_ij - p_ij) t cos_ij,   U_b = sum_j log|c_j| sum_i (y_ij - p_ij) t cos_ij.
+
+    U_b > 0: candidates with larger norms are under-scored by direction alone (their magnitude carries
+    label signal); U_a > 0: queries with larger norms want a sharper softmax (their magnitude carries how
+    sure their answer is, the only thing a query's magnitude can change in its ranking). At the fitted t
+    both are invariant to a common rescaling of a side. Each U is tested against its distribution with
+    that side's norms permuted across its items (directions kept): exact under "magnitude carries
+    nothing", whatever the loss does to the two sides. One-sided p-values, Bonferroni over the two sides
+    (each at ``alpha`` / 2).
+
+    Answer: keep the magnitude of each side whose test rejects; ``recommended`` the grid corner (keep the
+    document's only: qnorm; the query's only: dnorm; both: dot; neither: cosine), ``predicted`` qnorm or
+    dnorm when exactly one side is kept, else "none" (``prefers_qnorm`` +1, -1, 0).
+    """
+    q, c = q.detach().double().cpu(), candidates.detach().double().cpu()
+    n, m = q.shape[0], c.shape[0]
+    targets = torch.arange(n) if targets is None else targets.long().cpu()
+    visible = torch.ones(n, m, dtype=torch.bool) if visible is None else visible.bool().cpu()
+    if not visible[torch.arange(n), targets].all():
+        raise ValueError("every query's target must be among its visible candidates")
+    cos = F.normalize(q, dim=-1) @ F.normalize(c, dim=-1).T
+    t = _fit_temperature(cos, visible, targets)
+    p = (t * cos).masked_fill(~visible, float("-inf")).softmax(-1)
+    y = F.one_hot(targets, m).double()
+    residual = ((y - p) * t * cos).masked_fill(~visible, 0.0)
+    seen = visible.any(0)
+    g = torch.Generator().manual_seed(seed)
+    log_q = q.norm(dim=-1).clamp_min(1e-12).log()
+    log_c = c[seen].norm(dim=-1).clamp_min(1e-12).log()
+    u_q, z_q, p_q = _permutation_test(log_q, residual.sum(1), n_permutations, g)
+    u_d, z_d, p_d = _permutation_test(log_c, residual.sum(0)[seen], n_permutations, g)
+    keep_query, keep_document = p_q < alpha / 2, p_d < alpha / 2
+    recommended = {
+        (False, False): "cosine",
+        (False, True): "qnorm",
+        (True, False): "dnorm",
+        (True, True): "dot",
+    }[(keep_query, keep_document)]
+    predicted = recommended if recommended in ("qnorm", "dnorm") else "none"
+    return {
+        "temperature": t,
+        "u_query": u_q,
+        "u_document": u_d,
+        "z_query": z_q,
+        "z_document": z_d,
+        "p_query": p_q,
+        "p_document": p_d,
+        "keep_query": keep_query,
+        "keep_document": keep_document,
+        "recommended": recommended,
+        "predicted": predicted,
+        "prefers_qnorm": {"qnorm": 1, "dnorm": -1, "none": 0}[predicted],
+        "n_queries": n,
+        "n_candidates": int(seen.sum()),
+    }
+
+
 def fisher_wanted(params: dict) -> bool:
     """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
     same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it."""
@@ -257,16 +365,63 @@ def fisher_wanted(params: dict) -> bool:
     return bool(params.get("fisher_pairs", True)) and params["variant"] in params["fisher_variants"]
 
 
+def score_test_wanted(params: dict) -> bool:
+    """Whether this run computes the Fisher score test: its input is the trained model of a run of
+    ``score_test_variants`` (default dot: both magnitudes free, and neither side the test chooses
+    between) on held-out pairs. Before training a from-scratch model's magnitudes carry nothing a test
+    could find."""
+    # the synthetic testbed has no fisher_pairs: its held-out queries (n_heldout) are always there
+    return (
+        bool(params.get("fisher_pairs", True))
+        and params.get("train", True)
+        and params["variant"] in params["score_test_variants"]
+    )
+
+
+def wants_heldout_pairs(params: dict) -> bool:
+    """Whether a run needs held-out pairs (either side predictor)."""
+    return fisher_wanted(params) or score_test_wanted(params)
+
+
 def fisher_metrics(fisher: dict[str, object]) -> dict[str, float]:
-    """``predict_side``'s output as record metrics, the same names in every family (the claims engine
-    reads ``fisher_prefers_qnorm``: +1 qnorm, -1 dnorm, 0 no preference); empty when it did not run."""
-    if not fisher:
+    """The side predictors' outputs as record metrics, the same names in every family (the claims engine
+    reads ``fisher_prefers_qnorm`` and ``fisher_score_prefers_qnorm``: +1 qnorm, -1 dnorm, 0 no
+    preference): ``predict_side``'s keys at the top of ``fisher``, ``magnitude_score_test``'s under
+    ``score_test``; empty for what did not run."""
+    metrics = {}
+    if "kappa_qnorm" in fisher:
+        metrics.update(
+            {
+                "fisher_log10_kappa_qnorm": float(np.log10(fisher["kappa_qnorm"])),
+                "fisher_log10_kappa_dnorm": float(np.log10(fisher["kappa_dnorm"])),
+                "fisher_log10_ratio": float(fisher["log10_ratio"]),
+                "fisher_p_value": float(fisher["p_value"]),
+                "fisher_prefers_qnorm": float(fisher["prefers_qnorm"]),
+                "fisher_underdetermined": float(fisher["underdetermined"]),
+            }
+        )
+    score = fisher.get("score_test") or {}
+    if score:
+        metrics.update(
+            {f"fisher_score_{k}": float(score[k]) for k in ("z_query", "z_document", "p_query", "p_document")}
+        )
+        metrics["fisher_score_prefers_qnorm"] = float(score["prefers_qnorm"])
+        metrics["fisher_score_keep_query"] = float(score["keep_query"])
+        metrics["fisher_score_keep_document"] = float(score["keep_document"])
+    return metrics
+
+
+def score_test_summary(extras: Iterable[Mapping | None]) -> dict[str, object]:
+    """The Fisher score tests among runs' record ``extra``s, for a report row: the grid corner it
+    recommended by run (counts), the majority, and the mean z of each side; empty without one."""
+    tests = [((e or {}).get("fisher") or {}).get("score_test") for e in extras]
+    tests = [t for t in tests if t]
+    if not tests:
         return {}
+    votes = pd.Series([t["recommended"] for t in tests]).value_counts()
     return {
-        "fisher_log10_kappa_qnorm": float(np.log10(fisher["kappa_qnorm"])),
-        "fisher_log10_kappa_dnorm": float(np.log10(fisher["kappa_dnorm"])),
-        "fisher_log10_ratio": float(fisher["log10_ratio"]),
-        "fisher_p_value": float(fisher["p_value"]),
-        "fisher_prefers_qnorm": float(fisher["prefers_qnorm"]),
-        "fisher_underdetermined": float(fisher["underdetermined"]),
+        "score test recommends": f"{votes.index[0]} ({votes.iloc[0]}/{len(tests)} runs)",
+        "by run": votes.to_dict(),
+        "mean z query": float(np.nanmean([t["z_query"] for t in tests])),
+        "mean z document": float(np.nanmean([t["z_document"] for t in tests])),
     }

@@ -58,6 +58,13 @@ FisherVariants = Annotated[
         "and the seed only: one variant's run carries it for every variant of its seed)"
     ),
 ]
+ScoreTestVariants = Annotated[
+    list[Literal[VARIANTS]],
+    Field(
+        description="variants whose trained runs compute the Fisher score test on held-out pairs (its "
+        "input is the trained model: dot, with both magnitudes free and neither side it chooses between)"
+    ),
+]
 Positive = Annotated[float, Field(gt=0)]
 DataSeed = Annotated[
     int, Field(ge=0, le=SEED_MAX, description="seed of the generated data (the same for every run)")

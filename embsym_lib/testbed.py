@@ -124,6 +124,45 @@ def make_asymmetric_task(
     )
 
 
+def magnitude_signal_pairs(
+    side: str | None,
+    data_seed: int = 0,
+    n_queries: int = 512,
+    n_docs: int = 1000,
+    latent_dim: int = 16,
+    signal: float = 0.8,
+    nuisance: float = 0.3,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Embeddings in which one side's magnitude carries the label signal and the other's is a nuisance:
+    ground truth for the side predictors. Returns (queries [N, D], documents [M, D], the target
+    document of each query [N]).
+
+    The ``asymmetric`` task's world: documents with a direction u_d and a quality s_d, each query's
+    target the document maximizing cos(u_q, u_d) + 0.5 s_d when the signal is on the ``"document"`` side
+    (|d| = exp(signal * s_d): the magnitude says how likely a document is to be anyone's answer). On the
+    ``"query"`` side the target maximizes cos(u_q, u_d) alone, each query is observed through its own
+    noise level sigma_q ~ U(0, 1.5) and |q| = exp(-signal * sigma_q): the magnitude says how sure its
+    answer is. ``None``: the clean task, both magnitudes nuisance. Every magnitude that carries no signal
+    is exp(nuisance * N(0, 1))."""
+    if side not in ("document", "query", None):
+        raise ValueError(f"side must be 'document', 'query' or None, got {side!r}")
+    g = torch.Generator().manual_seed(data_seed)
+    u_d = _unit(torch.randn(n_docs, latent_dim, generator=g))
+    quality = torch.randn(n_docs, generator=g)
+    u_q = _unit(torch.randn(n_queries, latent_dim, generator=g))
+    prior = 0.5 * quality if side == "document" else torch.zeros(n_docs)
+    targets = (u_q @ u_d.T + prior).argmax(dim=1)
+    sigma = 1.5 * torch.rand(n_queries, 1, generator=g)
+    q_dir = _unit(u_q + sigma * torch.randn(n_queries, latent_dim, generator=g)) if side == "query" else u_q
+
+    def nuisance_norms(k: int) -> torch.Tensor:
+        return torch.exp(nuisance * torch.randn(k, 1, generator=g))
+
+    d_norm = torch.exp(signal * quality)[:, None] if side == "document" else nuisance_norms(n_docs)
+    q_norm = torch.exp(-signal * sigma) if side == "query" else nuisance_norms(n_queries)
+    return q_dir * q_norm, u_d * d_norm, targets
+
+
 @dataclass
 class SymmetricTask:
     train_a: torch.Tensor

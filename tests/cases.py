@@ -109,6 +109,7 @@ class FamilyContract:
         overrides = dict(self.tiny)
         if "fisher_variants" in self.spec.params.model_fields:  # the tiny run exercises the predictor too
             overrides.setdefault("fisher_variants", [self.tiny_variant])
+            overrides.setdefault("score_test_variants", [self.tiny_variant])
         points = expand(self.family, "offline", variants=[self.tiny_variant], seeds=[0], overrides=overrides)
         points = [p for p in points if all(p.params[k] == v for k, v in self.tiny_axes.items())]
         assert points, f"no offline grid point with {self.tiny_axes}"

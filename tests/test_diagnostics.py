@@ -158,3 +158,79 @@ def test_fisher_predictor_finds_the_side_the_testbed_says():
 def test_spearman_helper_consistency():
     # Sanity for the statistics used across families: scipy's Spearman on identical rankings is 1.
     assert st.spearmanr([1, 2, 3], [10, 20, 30]).statistic == pytest.approx(1.0)
+
+
+# --- the Fisher score test (magnitude_score_test) -----------------------------------------------------
+
+
+def _null_sets(n_sets: int):
+    """Data where no magnitude carries anything: the testbed's clean world with nuisance norms, and
+    exchangeable aligned pairs with equal or very unequal norm dispersions (dispersion is not signal)."""
+    for s in range(n_sets):
+        yield _testbed_pairs(None, s)
+        for q_spread, d_spread in ((0.3, 0.3), (0.9, 0.0), (0.0, 0.9)):
+            q, d = _pairs(s, n=256, q_spread=q_spread, d_spread=d_spread)
+            yield q, d, None
+
+
+def _testbed_pairs(side, seed):
+    from embsym_lib import testbed
+
+    return testbed.magnitude_signal_pairs(side, data_seed=seed, n_queries=256, n_docs=500)
+
+
+def test_score_test_keeps_no_magnitude_when_none_carries_signal():
+    """The null, 60 data sets: each side's one-sided test rejects at its nominal 2.5% (binomial bound),
+    its p-values are uniform where its norms vary, and swapping the roles changes nothing. Unlike the condition number, a
+    dispersed side without signal is not kept."""
+    outs = [
+        D.magnitude_score_test(q, d, t, n_permutations=199, seed=i)
+        for i, (q, d, t) in enumerate(_null_sets(15))
+    ]
+    for side in ("query", "document"):
+        kept = sum(o[f"keep_{side}"] for o in outs)
+        assert st.binomtest(kept, len(outs), 0.025, alternative="greater").pvalue > 0.01, (side, kept)
+        tested = [o[f"p_{side}"] for o in outs if np.isfinite(o[f"z_{side}"])]  # a side of one norm: p = 1
+        assert len(tested) >= 40 and st.kstest(tested, "uniform").pvalue > 0.001
+    assert sum(o["predicted"] != "none" for o in outs) <= 6
+    swapped = [D.magnitude_score_test(*_pairs(s, n=256)[::-1], n_permutations=199) for s in range(8)]
+    assert sum(o["predicted"] != "none" for o in swapped) <= 1
+
+
+@pytest.mark.parametrize(("side", "answer"), [("document", "qnorm"), ("query", "dnorm"), (None, "cosine")])
+def test_score_test_finds_the_side_whose_magnitude_carries_the_label(side, answer):
+    """Ground truth from the testbed's world: the document's magnitude carries its quality (keep it:
+    qnorm), or the query's carries how sure its answer is (keep it: dnorm), or neither (cosine)."""
+    outs = [D.magnitude_score_test(*_testbed_pairs(side, s), n_permutations=199) for s in range(5)]
+    assert [o["recommended"] for o in outs] == [answer] * 5
+    if side:
+        assert all(o[f"z_{side}"] > 3 for o in outs)
+
+
+def test_score_test_is_invariant_to_rescaling_a_side_and_checks_its_targets():
+    q, d, t = _testbed_pairs("document", 0)
+    a = D.magnitude_score_test(q, d, t, n_permutations=99)
+    b = D.magnitude_score_test(7 * q, 0.1 * d, t, n_permutations=99)
+    for key in ("z_query", "z_document", "p_query", "p_document", "temperature"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9)
+    visible = torch.ones(len(t), len(d), dtype=torch.bool)
+    visible[0, t[0]] = False
+    with pytest.raises(ValueError, match="target"):
+        D.magnitude_score_test(q, d, t, visible=visible)
+    normalized = D.magnitude_score_test(q / q.norm(dim=-1, keepdim=True), d / d.norm(dim=-1, keepdim=True), t)
+    assert normalized["recommended"] == "cosine" and np.isnan(normalized["z_query"])
+
+
+def test_score_test_sees_only_the_visible_candidates():
+    """Batches of candidates (few-shot episodes): a candidate no query sees is not tested, and its
+    magnitude changes nothing."""
+    q, d, _ = _testbed_pairs("document", 1)
+    q, d = q[:128], d[:128]
+    blocks = torch.arange(128) // 32
+    visible = (blocks[:, None] == blocks[None, :])[:96]
+    before = D.magnitude_score_test(q[:96], d, visible=visible, n_permutations=49)
+    d[100] *= 50.0
+    after = D.magnitude_score_test(q[:96], d, visible=visible, n_permutations=49)
+    assert before["n_candidates"] == after["n_candidates"] == 96
+    assert after["z_document"] == pytest.approx(before["z_document"])
+    assert after["p_document"] == before["p_document"]

@@ -93,14 +93,15 @@ def fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits)
         return _fisher_prediction(params, model, splits)
 
 
-def _fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
-    from ...diagnostics import predict_side
-
+def _validation_pairs(params: dict[str, Any], model, splits: data.FewShotSplits):
+    """(images, prototypes, batch): pairs (an image, the prototype of its class from the class's other
+    images) of the validation classes, in consecutive batches of ``batch`` distinct classes; None when
+    ``fisher_pairs`` is 0 or there are fewer than 2 validation classes."""
     emb, labels = ADAPTER.embed(model, splits.validation, params)
     classes = torch.unique(labels)
     batch = min(params["fisher_batch"], classes.numel())
     if not params["fisher_pairs"] or batch < 2:
-        return {}
+        return None
     g = torch.Generator().manual_seed(int(params["seed"]))
     queries, prototypes = [], []
     for _ in range(max(1, params["fisher_pairs"] // batch)):
@@ -110,9 +111,38 @@ def _fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits
             others = members[members != pick]
             queries.append(emb[pick])
             prototypes.append(emb[others].mean(0))
-    return predict_side(
-        torch.stack(queries), torch.stack(prototypes), scale=params["scale"], batch_size=batch
-    )
+    return torch.stack(queries), torch.stack(prototypes), batch
+
+
+def _fisher_prediction(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
+    from ...diagnostics import predict_side
+
+    found = _validation_pairs(params, model, splits)
+    if found is None:
+        return {}
+    queries, prototypes, batch = found
+    return predict_side(queries, prototypes, scale=params["scale"], batch_size=batch)
+
+
+def score_test(params: dict[str, Any], model, splits: data.FewShotSplits) -> dict[str, Any]:
+    """The Fisher score test (``diagnostics.magnitude_score_test``) in the dot run, after training: the
+    predictor's validation pairs embedded by the trained backbone, each image against the prototypes of
+    its batch (an episode of distinct classes). ``{"score_test": ...}`` to merge into the run's
+    ``fisher``; empty in other runs."""
+    from ...diagnostics import magnitude_score_test, score_test_wanted
+
+    if not score_test_wanted(params):
+        return {}
+    with rng_preserved():
+        found = _validation_pairs(params, model, splits)
+    if found is None:
+        return {}
+    queries, prototypes, batch = found
+    episode = torch.arange(len(queries)) // batch
+    visible = episode[:, None] == episode[None, :]
+    return {
+        "score_test": magnitude_score_test(queries, prototypes, visible=visible, seed=int(params["seed"]))
+    }
 
 
 def train(params: dict[str, Any], model, splits: data.FewShotSplits, log=print) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ...schema import (
     Positive,
     RunParams,
     Scale,
+    ScoreTestVariants,
     data_checked,
 )
 from ...symmetry import asymmetric
@@ -84,6 +85,7 @@ class FewshotParams(RunParams):
         20, description="classes per batch of the Fisher predictor's InfoNCE (at most the validation classes)"
     )
     fisher_variants: FisherVariants = ["cosine"]
+    score_test_variants: ScoreTestVariants = ["dot"]
     euclidean_scale: Positive = Field(1.0, description="logit scale of the squared-Euclidean arm")
     prototype: Literal["raw", "normalized"] = Field(
         "raw", description="prototype = mean of raw (Snell et al.) or of unit-normalized support embeddings"

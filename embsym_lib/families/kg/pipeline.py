@@ -222,34 +222,54 @@ def build_model(params: dict[str, Any], dataset):
 
 
 def fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
-    """The Fisher predictor (``diagnostics.predict_side``) before training: queries compose(h, r) and
-    their answers, of the *validation* triples (both directions), embedded by the untrained model — data
-    no compared run trained on, from a state no run has trained. Empty when ``fisher_pairs`` is 0 or there
-    are fewer pairs than one batch."""
+    """The Fisher predictor (``diagnostics.predict_side``) before training: ``_validation_queries``
+    embedded by the untrained model (data no compared run trained on, from a state no run has trained)."""
     if not fisher_wanted(params):
         return {}
     with rng_preserved():
         return _fisher_prediction(model, dataset, params)
 
 
-def _fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
+def _validation_queries(model, dataset, params: dict[str, Any]):
+    """Up to ``fisher_pairs`` validation queries compose(h, r) (both directions, a seeded sample), their
+    answer entities' ids, and every entity embedding; None when there are fewer than one batch."""
     from ...adapters.pykeen import entity_embeddings, query_embeddings
-    from ...diagnostics import predict_side
 
     if not params["fisher_pairs"] or dataset.validation is None:
-        return {}
+        return None
     triples = dataset.validation.mapped_triples
     queries = query_embeddings(model, triples)
-    entities = entity_embeddings(model)
-    answers = entities[torch.cat([triples[:, 2], triples[:, 0]]).cpu()]
+    answer_ids = torch.cat([triples[:, 2], triples[:, 0]]).cpu()
     n = min(params["fisher_pairs"], queries.shape[0])
     n -= n % params["fisher_batch"]
     if n < params["fisher_batch"]:
-        return {}
+        return None
     order = torch.randperm(queries.shape[0], generator=torch.Generator().manual_seed(int(params["seed"])))[:n]
+    return queries[order].cpu(), answer_ids[order], entity_embeddings(model)
+
+
+def _fisher_prediction(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
+    from ...diagnostics import predict_side
+
+    if (found := _validation_queries(model, dataset, params)) is None:
+        return {}
+    queries, answer_ids, entities = found
     return predict_side(
-        queries[order].cpu(), answers[order], scale=params["scale"], batch_size=params["fisher_batch"]
+        queries, entities[answer_ids], scale=params["scale"], batch_size=params["fisher_batch"]
     )
+
+
+def score_test(model, dataset, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher score test (``diagnostics.magnitude_score_test``) in the dot run, after training: the
+    same validation queries as the predictor, each against every entity (unfiltered), its answer the
+    target. ``{"score_test": ...}`` to merge into the run's ``fisher``; empty in other runs."""
+    from ...diagnostics import magnitude_score_test, score_test_wanted
+
+    with rng_preserved():
+        found = _validation_queries(model, dataset, params) if score_test_wanted(params) else None
+    if found is None:
+        return {}
+    return {"score_test": magnitude_score_test(found[0], found[2], found[1], seed=int(params["seed"]))}
 
 
 # --- 3. training (and PyKEEN's own test evaluation) --------------------------------------------------

@@ -19,6 +19,7 @@ from ...schema import (
     LearningRate,
     RunParams,
     Scale,
+    ScoreTestVariants,
     data_checked,
 )
 from ...symmetry import asymmetric
@@ -118,6 +119,7 @@ class KgParams(RunParams):
     )
     fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
     fisher_variants: FisherVariants = ["cosine"]
+    score_test_variants: ScoreTestVariants = ["dot"]
     cache_root: str = Field(
         "", description="PyKEEN's dataset cache for fb15k237/wn18rr (empty: PyKEEN's default)"
     )

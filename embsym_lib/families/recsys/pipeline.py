@@ -76,21 +76,50 @@ def fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
         return _fisher_prediction(setup, params)
 
 
-def _fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
+def _validation_pairs(setup, params: dict[str, Any]):
+    """(user ids, item ids, user embeddings, item embeddings) of up to ``fisher_pairs`` validation
+    interactions (a seeded sample), as the model scores them; None when there are fewer than one batch."""
     if not params["fisher_pairs"]:
-        return {}
+        return None
     valid = setup.valid_data._dataset
     users = valid.inter_feat[valid.uid_field].long()
     items = valid.inter_feat[valid.iid_field].long()
     n = min(params["fisher_pairs"], users.numel())
     n -= n % params["fisher_batch"]
     if n < params["fisher_batch"]:
-        return {}
+        return None
     order = torch.randperm(users.numel(), generator=torch.Generator().manual_seed(int(params["seed"])))[:n]
     with torch.no_grad():
         user_e, item_e = setup.model.scoring_embeddings()
-    q, d = user_e[users[order]].detach().cpu(), item_e[items[order]].detach().cpu()
-    return diagnostics.predict_side(q, d, scale=params["scale"], batch_size=params["fisher_batch"])
+    return users[order], items[order], user_e.detach().cpu(), item_e.detach().cpu()
+
+
+def _fisher_prediction(setup, params: dict[str, Any]) -> dict[str, Any]:
+    found = _validation_pairs(setup, params)
+    if found is None:
+        return {}
+    users, items, user_e, item_e = found
+    return diagnostics.predict_side(
+        user_e[users], item_e[items], scale=params["scale"], batch_size=params["fisher_batch"]
+    )
+
+
+def score_test(setup, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher score test (``diagnostics.magnitude_score_test``) in the dot run, after training: the
+    predictor's validation (user, item) pairs, each user against every item (unfiltered; RecBole's
+    padding item 0 hidden), the validation item the target. ``{"score_test": ...}`` to merge into the
+    run's ``fisher``; empty in other runs."""
+    if not diagnostics.score_test_wanted(params):
+        return {}
+    with rng_preserved():
+        found = _validation_pairs(setup, params)
+    if found is None:
+        return {}
+    users, items, user_e, item_e = found
+    visible = torch.ones(len(users), len(item_e), dtype=torch.bool)
+    visible[:, 0] = False
+    out = diagnostics.magnitude_score_test(user_e[users], item_e, items, visible, seed=int(params["seed"]))
+    return {"score_test": out}
 
 
 def describe_data(setup) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ...schema import (
     NonNegativeCount,
     RunParams,
     Scale,
+    ScoreTestVariants,
 )
 from ...symmetry import asymmetric
 from .. import FamilySpec
@@ -118,6 +119,7 @@ class RecsysParams(RunParams):
     )
     fisher_batch: Count = Field(64, description="in-batch negatives of the Fisher predictor's InfoNCE")
     fisher_variants: FisherVariants = ["cosine"]
+    score_test_variants: ScoreTestVariants = ["dot"]
 
     @model_validator(mode="after")
     def _data_present(self):

@@ -13,7 +13,7 @@ import numpy as np
 
 from ...adapters.sentence_transformers import ADAPTER, GridEncoder, with_overrides
 from ...data import retrieval as rdata
-from ...diagnostics import fisher_metrics, fisher_wanted
+from ...diagnostics import fisher_metrics, fisher_wanted, score_test_wanted, wants_heldout_pairs
 from ...records import project_path
 from ...similarity import FIXED_VARIANTS
 from .evaluation import IR_METRICS, aggregate_note, evaluate, evaluate_set, group_means
@@ -71,7 +71,7 @@ def needs_data_root(params: dict[str, Any]) -> bool:
     return bool(
         params.get("train", True)
         or any(not rdata.resolve_test_set(e).user for e in params["test_sets"])
-        or fisher_wanted(params)
+        or wants_heldout_pairs(params)
         or params["rag_sets"]
     )
 
@@ -109,7 +109,8 @@ def prepare_data(params: dict[str, Any]) -> dict[str, Any]:
         for entry in p["test_sets"]
     }
     training = prepare_training_data(p, tests)
-    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if fisher_wanted(p) else []
+    wanted = wants_heldout_pairs(p)
+    heldout = rdata.load_heldout_pairs(p["data_source"], root, p["fisher_pairs"]) if wanted else []
     return {**training, "heldout": heldout, "tests": tests}
 
 
@@ -145,6 +146,18 @@ def fisher_prediction(encoder: GridEncoder, heldout_pairs, params: dict[str, Any
     out = predict_side(q.cpu(), d.cpu(), scale=params["scale"], batch_size=params["fisher_batch"])
     out["n_pairs"] = n
     return out
+
+
+def score_test(encoder: GridEncoder, heldout_pairs, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher score test (``diagnostics.magnitude_score_test``) in the dot run, after training: the
+    held-out pairs embedded by the trained encoder, each query against every held-out document (its own
+    the target). ``{"score_test": ...}`` to merge into the run's ``fisher``; empty in other runs."""
+    from ...diagnostics import magnitude_score_test
+
+    if not score_test_wanted(params) or len(heldout_pairs) < 2:
+        return {}
+    q, d = ADAPTER.embed(encoder, heldout_pairs, params)
+    return {"score_test": magnitude_score_test(q.cpu(), d.cpu(), seed=int(params["seed"]))}
 
 
 def train(

@@ -20,6 +20,7 @@ from ...schema import (
     NonNegative,
     NonNegativeCount,
     Scale,
+    ScoreTestVariants,
     WarmupRatio,
     data_checked,
 )
@@ -39,6 +40,11 @@ class RetrievalParams(SentenceEncoderParams):
         "n_train_pairs",
     )
     variant: str = "cosine"
+    max_seq_length: Count = Field(
+        48,
+        description="tokens per text (offline: an object's name and its docstring's first sentences; "
+        "48 instead of the encoders' 64 cut a MiniLM run by a quarter: docs/performance.md)",
+    )
     encoder_overrides: dict[str, dict[str, Any]] = Field(
         {"scratch": {"lr": 0.0005, "epochs": 2.0, "n_train_pairs": 768}},
         description=f"per-encoder training values; keys: {', '.join(OVERRIDABLE)}",
@@ -84,6 +90,7 @@ class RetrievalParams(SentenceEncoderParams):
     )
     fisher_batch: Count = Field(64, description="the Fisher predictor's in-batch size")
     fisher_variants: FisherVariants = ["cosine"]
+    score_test_variants: ScoreTestVariants = ["dot"]
     rag_sets: list[Literal[rdata.RAG_SETS]] = Field(["pydoc_scientific"], description="RAG question sets")
     rag_questions: NonNegativeCount = Field(8, description="questions per RAG set (0: all)")
     rag_corpus: NonNegativeCount = Field(

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ...diagnostics import score_test_summary
 from ...similarity import FIXED_VARIANTS, VARIANTS
 from ...stats import format_mean_std
 from .. import ReportItem, metric_column, param_column
@@ -167,8 +168,9 @@ def delta_cv(df: pd.DataFrame, encoder: str) -> pd.DataFrame | None:
 
 
 def predictor_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The Fisher predictor's inputs per encoder (held-out pairs, encoder before training) beside the
-    mean primary metric of qnorm and dnorm; its hit rate is a claim of the engine."""
+    """The side predictors per encoder beside the mean primary metric of qnorm and dnorm: the condition
+    number (held-out pairs, encoder before training) and the score test (the dot-trained encoder); their
+    hit rates are claims of the engine."""
     rows = []
     for encoder, sub in df.groupby("encoder", sort=True):
         preds = [p for p in ((e or {}).get("fisher", {}).get("predicted") for e in sub["extra"]) if p]
@@ -184,6 +186,7 @@ def predictor_table(df: pd.DataFrame) -> pd.DataFrame:
                 "log10 κ dnorm": _mean(sub.get("fisher_log10_kappa_dnorm", [])),
                 "qnorm − dnorm (x100)": 100 * (q.mean() - d.mean()) if len(q) and len(d) else float("nan"),
             }
+            | {k: v for k, v in score_test_summary(sub["extra"]).items() if k != "by run"}
         )
     return pd.DataFrame(rows)
 

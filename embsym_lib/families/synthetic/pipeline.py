@@ -8,7 +8,13 @@ from typing import Any
 import torch
 
 from ... import testbed
-from ...diagnostics import fisher_metrics, fisher_wanted, predict_side
+from ...diagnostics import (
+    fisher_metrics,
+    fisher_wanted,
+    magnitude_score_test,
+    predict_side,
+    score_test_wanted,
+)
 from ...similarity import FIXED_VARIANTS
 
 SYMMETRIC_TASKS = ("symmetric", "symmetric_signal")
@@ -55,6 +61,17 @@ def fisher_prediction(task, params: dict[str, Any]) -> dict[str, Any]:
     return predict_side(*testbed.heldout_embeddings(task, init_q, init_d), scale=params["scale"])
 
 
+def score_test(task, q_encoder, d_encoder, params: dict[str, Any]) -> dict[str, Any]:
+    """The Fisher score test (``diagnostics.magnitude_score_test``) in the dot run, after training: the
+    held-out queries embedded by the trained encoders, each against every document, its first relevant
+    document the target. ``{"score_test": ...}``; empty in other runs."""
+    if not score_test_wanted(params):
+        return {}
+    with torch.no_grad():
+        q, docs = q_encoder(task.heldout_q_x), d_encoder(task.doc_x)
+    return {"score_test": magnitude_score_test(q, docs, task.heldout_pos, seed=int(params["seed"]))}
+
+
 def train(task, params: dict[str, Any]) -> dict[str, Any]:
     """Train the run's variant (the testbed's own loop: no domain library to patch)."""
     common = dict(
@@ -98,6 +115,7 @@ def evaluate(task, trained: dict[str, Any], params: dict[str, Any], fisher: dict
         metrics.update(testbed.magnitude_shuffle(task, *encoders, trained["similarity"], int(params["seed"])))
         cross = {v: testbed.evaluate_asymmetric(task, *encoders, None, v)["ndcg@10"] for v in FIXED_VARIANTS}
         metrics.update({f"xeval_{v}_ndcg@10": s for v, s in cross.items()})
+        fisher = {**fisher, **score_test(task, *encoders, params)}
         metrics.update(fisher_metrics(fisher))
         extra = {"cross_eval": {"metric": "ndcg@10", "scores": cross}, "fisher": fisher}
     if params["variant"] == "learn":

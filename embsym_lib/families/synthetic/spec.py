@@ -17,6 +17,7 @@ from ...schema import (
     NonNegative,
     RunParams,
     Scale,
+    ScoreTestVariants,
 )
 from ...symmetry import asymmetric, unordered
 from .. import FamilySpec
@@ -35,6 +36,7 @@ class SyntheticParams(RunParams):
     n_test: Count = Field(500, description="test queries (pairs for the symmetric task)")
     n_heldout: int = Field(512, ge=64, description="held-out queries for the Fisher predictor (≥ one batch)")
     fisher_variants: FisherVariants = ["cosine"]
+    score_test_variants: ScoreTestVariants = ["dot"]
     n_relevant: Count = Field(5, description="relevant documents per query (the top true relevance)")
     latent_dim: Count = Field(16, description="dimension of the ground-truth latent space")
     input_dim: Count = Field(32, description="dimension of the observed inputs")

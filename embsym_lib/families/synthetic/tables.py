@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...diagnostics import score_test_summary
 from ...similarity import FIXED_VARIANTS, VARIANTS
 from .. import ReportItem
 
@@ -159,6 +160,16 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
                 "condition-number ratio lies outside its distribution under exchanged magnitudes): "
                 f"mean log10 κ(qnorm) {asym['fisher_log10_kappa_qnorm'].mean():.3g}, log10 κ(dnorm) "
                 f"{asym['fisher_log10_kappa_dnorm'].mean():.3g}; answers by run: {votes.to_dict()} (its hit rate is a claim)."
+            )
+        )
+    scores = {task: score_test_summary(runs["extra"]) for task, runs in tasks.items() if not runs.empty}
+    if any(scores.values()):
+        items.append(
+            ReportItem(
+                "**Fisher score test** (held-out queries, the dot-trained encoders: does either side's magnitude "
+                "add likelihood to the cosine model?) per task. Ground truth: document magnitude can carry the "
+                "quality signal in asymmetric and ablation, nothing in asymmetric_nuisance (its hit rate is a claim).",
+                pd.DataFrame({task: s for task, s in scores.items() if s}).T.drop(columns="by run"),
             )
         )
     figure = curves_figure(df)
