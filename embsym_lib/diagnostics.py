@@ -360,9 +360,14 @@ def magnitude_score_test(
 
 def fisher_wanted(params: dict) -> bool:
     """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
-    same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it."""
+    same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it; and
+    only runs that train (an evaluation-only run has no training to predict: retrieval's PT column)."""
     # the synthetic testbed has no fisher_pairs: its held-out queries (n_heldout) are always there
-    return bool(params.get("fisher_pairs", True)) and params["variant"] in params["fisher_variants"]
+    return (
+        bool(params.get("fisher_pairs", True))
+        and params.get("train", True)
+        and params["variant"] in params["fisher_variants"]
+    )
 
 
 def score_test_wanted(params: dict) -> bool:
