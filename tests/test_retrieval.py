@@ -594,7 +594,9 @@ def test_evaluation_only_reads_no_pydoc_for_users_folders_alone(monkeypatch):
     data = pipeline.prepare_data(params)
     assert data["root"] is None and data["train"] == [] and data["dev"] is None and data["heldout"] == []
     assert list(data["tests"]) == ["planets"]
-    assert pipeline.needs_data_root({**params, "variant": "cosine"})  # the Fisher predictor's pairs
+    # evaluation only: no side predictor either (nothing trains); a trained run reads its data
+    assert not pipeline.needs_data_root({**params, "variant": "cosine"})
+    assert not pipeline.needs_data_root({**params, "variant": "dot"})
     assert pipeline.needs_data_root({**params, "train": True})
 
 
