@@ -234,7 +234,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_data(args) -> int:
-    from .data import fetch
+    from . import fetch
 
     try:
         if args.data_command == "fetch":

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("analysis", ("losses", "diagnostics", "testbed", "distributed", "data")),
     ("adapters", ("adapters",)),
     ("families", ("families",)),
-    ("runs", ("params", "notebook", "warm_kernels", "runner")),
+    ("runs", ("params", "notebook", "warm_kernels", "runner", "fetch")),
     ("report", ("claims", "report", "collate", "cli")),
 ]
 

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from embsym_lib import cli
-from embsym_lib.data import fetch, retrieval, sts
+from embsym_lib import cli, fetch
+from embsym_lib.data import retrieval, sts
 from embsym_lib.data.clip import load_coco_captions
 from embsym_lib.data.sources import SOURCES, TRAINING_DATA
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from embsym_lib import fetch
 from embsym_lib.adapters.sentence_transformers import with_overrides
-from embsym_lib.data import fetch
 from embsym_lib.data import retrieval as rdata
 from embsym_lib.data.sources import MSMARCO, SOURCES
 from embsym_lib.families.retrieval import pipeline
@@ -134,6 +134,27 @@ def test_the_collection_is_read_once_and_only_as_far_as_the_needed_passages(tmp_
     with pytest.raises(ValueError, match="expected 'id<TAB>text'"):
         rdata.read_tsv_subset(collection, {"5001"})  # a passage past the malformed line: read to it
     assert rdata.read_passage_qrels(rdata.msmarco_passage_files(tmp_path)["qrels"])[fx["qids"][6]] == ["22"]
+
+
+def test_the_judged_queries_are_read_once_per_run_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    write_passage_data(tmp_path)
+    reads = Counter()
+    read_qrels = rdata.read_passage_qrels
+
+    def counting(path):
+        reads[Path(path).name] += 1
+        return read_qrels(path)
+
+    monkeypatch.setattr(rdata, "read_passage_qrels", counting)
+    rdata._read_passage_queries.cache_clear()
+    pairs = rdata.load_training_pairs("msmarco_passage", tmp_path)
+    rdata.load_dev_set("msmarco_passage", tmp_path, 10)
+    rdata.load_heldout_pairs("msmarco_passage", tmp_path, 2)
+    assert reads == {"qrels.train.tsv": 1}  # training pairs, dev set and held-out pairs share one read
+    queries = rdata.msmarco_passage_files(tmp_path)["queries"]
+    queries.write_text(queries.read_text(encoding="utf-8").replace("about", "on"), encoding="utf-8")
+    changed = rdata.load_training_pairs("msmarco_passage", tmp_path)
+    assert reads == {"qrels.train.tsv": 2} and changed != pairs and "on topic" in changed[0][0]
 
 
 def test_malformed_qrels_name_the_file_and_line(tmp_path):

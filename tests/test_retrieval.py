@@ -504,12 +504,16 @@ def test_offline_profile_runs_pt_once_for_every_variant():
     )
     assert {p.params["encoder"] for p in pt} == {"minilm"}
     plain = [p for p in fine_tuned if not p.params["scale_matched"]]
-    assert {p.params["encoder"] for p in plain} == {"minilm", "scratch"} and len(plain) == 30
+    assert {p.params["encoder"] for p in plain} == {"minilm", "scratch"} and len(plain) == 33
+    fourth = sorted(p.params["variant"] for p in plain if p.params["seed"] == 3)  # the rule's contrasts
+    assert fourth == ["cosine", "dnorm", "qnorm"] and {
+        p.params["encoder"] for p in plain if p.params["seed"] == 3
+    } == {"minilm"}
     matched = [p for p in fine_tuned if p.params["scale_matched"]]
     assert {p.params["encoder"] for p in matched} == {"scratch"} and len(matched) == 15
     # --set train=false restricts every block to evaluation-only runs
     only = expand("retrieval", "offline", variants=["dot"], seeds=[0], overrides={"train": False})
-    assert sorted(p.params["encoder"] for p in only) == ["minilm", "scratch"]
+    assert sorted(p.params["encoder"] for p in only) == ["minilm", "scratch"]  # seed 3: no dot run
     assert not any(p.params["train"] for p in only)
 
 

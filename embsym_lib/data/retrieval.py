@@ -37,6 +37,7 @@ is a benchmark group of its own, outside the paper's groups and their means.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import json
@@ -689,10 +690,24 @@ def _text_key(text: str) -> str:
 
 
 def _passage_queries(data_dir: str | Path) -> tuple[dict[str, list[str]], PassageSplit, dict[str, str]]:
+    """The judged training queries, their split and texts: read once per run (training pairs, dev set and
+    held-out pairs all need them), again only when either file changed."""
     files = msmarco_passage_files(data_dir)
-    qrels = read_passage_qrels(files["qrels"])
+    stamp = tuple((str(files[k].resolve()), *_file_stamp(files[k])) for k in ("qrels", "queries"))
+    return _read_passage_queries(stamp)
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    st = beir._need(path).stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=2)
+def _read_passage_queries(stamp: tuple) -> tuple[dict[str, list[str]], PassageSplit, dict[str, str]]:
+    (qrels_path, *_), (queries_path, *_) = stamp
+    qrels = read_passage_qrels(qrels_path)
     split = msmarco_passage_split(list(qrels))
-    queries = read_tsv_subset(files["queries"], set(qrels))
+    queries = read_tsv_subset(queries_path, set(qrels))
     return qrels, split, queries
 
 

@@ -1,7 +1,7 @@
 """Where the paper profile's data sets come from: every name a ``params/paper/<family>.yaml`` uses, its
 canonical download URLs (with the published checksum where there is one), and the layout it becomes
 under the family's data folder, the one the project's loaders read (``data/beir.py``, ``data/sts.py``,
-``data/clip.py``, ``data/fewshot.py``, the kg and recsys specs). ``data/fetch.py`` downloads and converts.
+``data/clip.py``, ``data/fewshot.py``, the kg and recsys specs). ``embsym_lib/fetch.py`` (runs layer: it reads the expanded grid) downloads and converts.
 
 Checksums are the ones the source publishes: BEIR's md5 table (its README / Hugging Face card) and
 torchvision's md5 of the Omniglot zips. Every other source publishes none (the Hugging Face files are

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
 from ...records import project_path
 from ...schema import (
@@ -24,6 +24,7 @@ from ...schema import (
     RunParams,
     Scale,
     ScoreTestVariants,
+    data_checked,
 )
 from ...symmetry import asymmetric
 from .. import FamilySpec
@@ -122,9 +123,10 @@ class RecsysParams(RunParams):
     score_test_variants: ScoreTestVariants = ["dot"]
 
     @model_validator(mode="after")
-    def _data_present(self):
+    def _data_present(self, info: ValidationInfo):
         """One clear error for a missing atomic file, before RecBole starts (a missing folder would make
-        RecBole try to download it, and prompt on ``input()`` for large ones)."""
+        RecBole try to download it, and prompt on ``input()`` for large ones); a dry run checks the
+        names only."""
         if self.dataset not in DATASETS and not (self.data_dir and DATASET_NAME.fullmatch(self.dataset)):
             known = ", ".join(repr(name) for name in DATASETS)
             raise ValueError(
@@ -138,6 +140,8 @@ class RecsysParams(RunParams):
                 "(RecBole atomic files; only ml-100k ships offline)"
             )
         path = inter_file(self.dataset, self.data_dir)
+        if not data_checked(info):
+            return self
         if not path.is_file():
             raise ValueError(
                 f"RecBole atomic file not found: {path} (expected <data_dir>/{self.dataset}/{self.dataset}.inter, "

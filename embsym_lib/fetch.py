@@ -19,10 +19,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from ..records import DATA_ENV, PROJECT_ROOT
-from .sources import FAMILY_SETTINGS, OFFLINE, SOURCES, TRAINING_DATA, Remote, Source
+from .data.sources import FAMILY_SETTINGS, OFFLINE, SOURCES, TRAINING_DATA, Remote, Source
+from .records import DATA_ENV, PROJECT_ROOT
 
 MIRROR_ENV = "EMBSYM_DATA_MIRROR"
 PARAMS_DIR = PROJECT_ROOT / "params"
@@ -47,41 +45,32 @@ def settings(family: str, root: Path) -> dict[str, str]:
     }
 
 
-def _profile_values(doc: dict, key: str) -> list:
-    """Every value ``key`` takes in a params file: its ``parameters`` and every grid block's axis."""
-    params = doc.get("parameters") or {}
-    values = [params[key]] if key in params else []
-    grid = doc.get("grid") or {}
-    for block in grid if isinstance(grid, list) else [grid]:
-        values += list(block.get(key) or [])
-    out = []
-    for v in values:
-        out += v if isinstance(v, list) else [v]
-    return list(dict.fromkeys(out))
-
-
 def profile_datasets(family: str, profile: str = "paper", params_dir: Path = PARAMS_DIR) -> list[str]:
-    """The registry names a profile's params file uses for ``family`` (offline profiles: none)."""
-    path = Path(params_dir) / profile / f"{family}.yaml"
-    if not path.is_file():
-        profiles = sorted(p.name for p in Path(params_dir).iterdir() if p.is_dir())
-        families = sorted(p.stem for p in (Path(params_dir) / profile).glob("*.yaml"))
-        raise FetchError(
-            f"unknown profile {profile!r}; valid profiles are: {', '.join(profiles)}"
-            if profile not in profiles
-            else f"unknown family {family!r}; valid families are: {', '.join(families)}"
-        )
-    doc = yaml.safe_load(path.read_text()) or {}
-    if family == "retrieval":
-        names = [n for n in _profile_values(doc, "test_sets") if not str(n).startswith("path:")]
-        names += [TRAINING_DATA.get(s, s) for s in _profile_values(doc, "data_source") if s != "pydoc"]
-        names += [f"rag_{n}" for n in _profile_values(doc, "rag_sets") if not str(n).startswith("pydoc")]
-    elif family == "sts":
-        names = [d for d in _profile_values(doc, "dataset") if d == "stsb"]
-        names += ["allnli"] if _profile_values(doc, "nli_file") else []
-    else:
-        names = _profile_values(doc, "dataset")
-    return [n for n in names if (family, n) in SOURCES]
+    """The registry names the grid points of ``profile`` use for ``family``, in order of first use (offline
+    profiles: none). Read from the expanded, validated grid (``params.expand``), so a data set that comes
+    from a schema default counts as much as one the params file names."""
+    from .params import expand
+    from .schema import ParamError
+
+    try:
+        points = expand(family, profile, params_dir=params_dir, check_data=False)
+    except ParamError as e:
+        raise FetchError(str(e)) from None
+    groups: list[list[str]] = [[], [], []]  # retrieval: test sets, training sources, RAG sets
+    for p in (point.params for point in points):
+        if family == "retrieval":
+            wanted = [
+                [n for n in p["test_sets"] if not str(n).startswith("path:")],
+                [TRAINING_DATA.get(p["data_source"], p["data_source"])],
+                [f"rag_{n}" for n in p["rag_sets"] if not str(n).startswith("pydoc")],
+            ]
+        elif family == "sts":
+            wanted = [[p["dataset"]], ["allnli"] if p.get("nli_file") else [], []]
+        else:
+            wanted = [[p.get("dataset")], [], []]
+        for group, names in zip(groups, wanted, strict=True):
+            group += [n for n in names if (family, n) in SOURCES and n not in group]
+    return [n for group in groups for n in group]
 
 
 def resolve(family: str, profile: str = "paper", only: list[str] | None = None, params_dir=PARAMS_DIR):
