@@ -384,8 +384,9 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
             )
     items.append(
         ReportItem(
-            "**Fisher predictor** (held-out pairs, encoder before training) beside the qnorm − dnorm "
-            "difference of the primary metric.",
+            "**Side predictors** beside the qnorm − dnorm difference of the primary metric: the Fisher "
+            "condition number (held-out pairs, encoder before training) and the Fisher score test "
+            "(held-out pairs, the dot-trained encoder; docs/predictors.md).",
             predictor_table(df),
         )
     )

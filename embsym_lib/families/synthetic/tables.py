@@ -167,8 +167,11 @@ def sections(df: pd.DataFrame) -> list[ReportItem]:
         items.append(
             ReportItem(
                 "**Fisher score test** (held-out queries, the dot-trained encoders: does either side's magnitude "
-                "add likelihood to the cosine model?) per task. Ground truth: document magnitude can carry the "
-                "quality signal in asymmetric and ablation, nothing in asymmetric_nuisance (its hit rate is a claim).",
+                "add likelihood to the cosine model?) per task. In the task's generating process document "
+                "magnitude carries the quality signal in asymmetric and ablation, and the inputs' magnitudes "
+                "are noise in asymmetric_nuisance; the test asks what the *trained* magnitudes carry on held-out "
+                "pairs, which can differ (e.g. how reliable an embedding's direction is). Whether its answer "
+                "names the side that trains better is a claim.",
                 pd.DataFrame({task: s for task, s in scores.items() if s}).T.drop(columns="by run"),
             )
         )
