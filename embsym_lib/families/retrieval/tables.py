@@ -184,6 +184,7 @@ def predictor_table(df: pd.DataFrame) -> pd.DataFrame:
                 "runs agreeing": f"{preds.count(predicted)}/{len(preds)}" if preds else "",
                 "log10 κ qnorm": _mean(sub.get("fisher_log10_kappa_qnorm", [])),
                 "log10 κ dnorm": _mean(sub.get("fisher_log10_kappa_dnorm", [])),
+                "κ underdetermined (share of runs)": _mean(sub.get("fisher_underdetermined", [])),
                 "qnorm − dnorm (x100)": 100 * (q.mean() - d.mean()) if len(q) and len(d) else float("nan"),
             }
             | {k: v for k, v in score_test_summary(sub["extra"]).items() if k != "by run"}
