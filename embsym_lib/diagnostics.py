@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from .similarity import FIXED_VARIANTS, Similarity, as_similarity, pairwise
 
 WARM_IMPORTS = ("sklearn.covariance",)  # Ledoit-Wolf shrinkage, imported where used
+# a side predictor's answer as the number the claims engine reads (``*_prefers_qnorm`` metrics)
+PREFERS_QNORM = {"qnorm": 1, "dnorm": -1, "none": 0}
 
 
 def cohens_d(group_a: Iterable[float], group_b: Iterable[float]) -> float:
@@ -248,7 +250,7 @@ def predict_side(
         "null_log10_ratio": (float(np.percentile(null_arr, 2.5)), float(np.percentile(null_arr, 97.5))),
         "p_value": float(p_value),
         "predicted": predicted,
-        "prefers_qnorm": {"qnorm": 1, "dnorm": -1, "none": 0}[predicted],
+        "prefers_qnorm": PREFERS_QNORM[predicted],
         "underdetermined": bool(info["n_pairs"] < 4 * info["dims"]),
     }
 
@@ -352,22 +354,27 @@ def magnitude_score_test(
         "keep_document": keep_document,
         "recommended": recommended,
         "predicted": predicted,
-        "prefers_qnorm": {"qnorm": 1, "dnorm": -1, "none": 0}[predicted],
+        "prefers_qnorm": PREFERS_QNORM[predicted],
         "n_queries": n,
         "n_candidates": int(seen.sum()),
     }
 
 
-def fisher_wanted(params: dict) -> bool:
-    """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
-    same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it; and
-    only runs that train (an evaluation-only run has no training to predict: retrieval's PT column)."""
+def _side_predictor_wanted(params: dict, variants: str) -> bool:
+    """A side predictor runs in the runs of its ``variants`` parameter that train (an evaluation-only run
+    has no training to predict: retrieval's PT column) and have held-out pairs."""
     # the synthetic testbed has no fisher_pairs: its held-out queries (n_heldout) are always there
     return (
         bool(params.get("fisher_pairs", True))
         and params.get("train", True)
-        and params["variant"] in params["fisher_variants"]
+        and params["variant"] in params[variants]
     )
+
+
+def fisher_wanted(params: dict) -> bool:
+    """Whether this run computes the Fisher predictor: its input is the untrained model at this seed, the
+    same for every variant, so only the runs of ``fisher_variants`` (default: cosine) pay for it."""
+    return _side_predictor_wanted(params, "fisher_variants")
 
 
 def score_test_wanted(params: dict) -> bool:
@@ -375,12 +382,7 @@ def score_test_wanted(params: dict) -> bool:
     ``score_test_variants`` (default dot: both magnitudes free, and neither side the test chooses
     between) on held-out pairs. Before training a from-scratch model's magnitudes carry nothing a test
     could find."""
-    # the synthetic testbed has no fisher_pairs: its held-out queries (n_heldout) are always there
-    return (
-        bool(params.get("fisher_pairs", True))
-        and params.get("train", True)
-        and params["variant"] in params["score_test_variants"]
-    )
+    return _side_predictor_wanted(params, "score_test_variants")
 
 
 def wants_heldout_pairs(params: dict) -> bool:
