@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from .runtime import PRECISIONS
 from .similarity import VARIANTS
 
 SEED_MAX = 2**32 - 1  # NumPy's legacy seeding (RecBole, PyKEEN use it) accepts seeds below 2**32
@@ -63,6 +64,13 @@ ScoreTestVariants = Annotated[
     Field(
         description="variants whose trained runs compute the Fisher score test on held-out pairs (its "
         "input is the trained model: dot, with both magnitudes free and neither side it chooses between)"
+    ),
+]
+Precision = Annotated[
+    Literal[PRECISIONS],
+    Field(
+        description="the model's forward passes: fp32, or bf16 autocast with float32 outputs (scores and loss "
+        "stay fp32; ~2-3x faster on CPUs with AMX, slower on CPUs without bf16 units: docs/performance.md)"
     ),
 ]
 Positive = Annotated[float, Field(gt=0)]

@@ -11,7 +11,7 @@ import torch
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, model_validator
 
 from ...records import project_path
-from ...schema import Count, RunParams, data_checked
+from ...schema import Count, Precision, RunParams, data_checked
 
 # ----------------------------------------------------------------------------------------------
 # The encoder registry and the parameters every sentence-transformers run has
@@ -86,6 +86,7 @@ class SentenceEncoderParams(RunParams):
     scratch_heads: Count = Field(2, description="the scratch encoder's attention heads")
     scratch_intermediate_size: Count = Field(256, description="the scratch encoder's feed-forward width")
     init_gamma: float = Field(0.5, ge=0, le=1, description="learn's initial γ on both sides")
+    precision: Precision = "fp32"
     encoder_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-encoder training values, e.g. {scratch: {lr: 0.0005}}"
     )
@@ -221,7 +222,7 @@ def freeze_lower_layers(model, trainable_layers: int) -> int:
 def build_encoder(params: dict[str, Any]):
     """(SentenceTransformer, EncoderInfo) for a run's (overridden) parameters; Normalize never present;
     pooling ``auto`` keeps the encoder's own. ``params["device"]``: cpu, cuda[:i] or auto."""
-    from ...runtime import resolve_device
+    from ...runtime import compute_in, resolve_device
 
     p = with_overrides(params)
     info, device = encoder_info(p["encoder"]), resolve_device(p.get("device", "cpu"))
@@ -246,7 +247,7 @@ def build_encoder(params: dict[str, Any]):
         path = str(project_path(p["model_dir"]) / info.checkpoint) if registered else info.checkpoint
         model = strip_normalize(encoder_from_checkpoint(path, pooling, p["max_seq_length"], device))
     freeze_lower_layers(model, p["trainable_layers"])
-    return model, info
+    return compute_in(model, p["precision"]), info
 
 
 @torch.no_grad()
