@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,29 @@ def test_bench_reproduce_rejects_a_missing_folder(tmp_path):
         text=True,
     )
     assert proc.returncode == 2 and "is not a directory" in proc.stderr
+
+
+def test_bench_precision_prints_both_precisions_and_their_fidelity():
+    import os
+
+    from embsym_lib.records import DATA_ENV, PROJECT_ROOT
+
+    env = {**os.environ, DATA_ENV: os.environ.get(DATA_ENV) or str(PROJECT_ROOT / "outputs" / "data")}
+    args = ["--encoder", "scratch", "--steps", "1", "--repeats", "1", "--texts", "16", "--batch-size", "8"]
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_precision.py"), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
+    rows = {
+        line[:24].strip(): line[24:].split()
+        for line in out.splitlines()
+        if line.endswith(tuple("0123456789"))
+    }
+    for name in ("training examples/s", "encoding texts/s"):
+        fp32, bf16, ratio = (float(x) for x in rows[name])
+        assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(bf16 / fp32, abs=0.01)
+    assert 0.99 < float(rows["min cosine(fp32, bf16)"][0]) <= 1.0
+    assert 0 < float(rows["median |norm error|"][0]) < 0.02  # bf16 was on, and close
