@@ -95,6 +95,10 @@ def resolve(family: str, profile: str = "paper", only: list[str] | None = None, 
 
 
 def present(source: Source, root: Path) -> bool:
+    if source.library == "pykeen":  # its folder alone is no sign: PyKEEN makes it before it downloads
+        from .families.kg.spec import pykeen_cache_files
+
+        return all(f.is_file() for f in pykeen_cache_files(source.name, str(root / source.family)))
     return all((root / source.family / p).exists() for p in source.paths)
 
 

@@ -304,16 +304,29 @@ def test_recbole_zip_passes_the_recsys_schema(server, monkeypatch, tmp_path):
 
 
 def test_kg_is_left_to_pykeens_own_downloader(monkeypatch, tmp_path):
+    import pykeen.datasets as real
+
+    from embsym_lib.families.kg.spec import pykeen_cache_files
+
     calls = []
 
     def get_dataset(dataset, dataset_kwargs):
         calls.append((dataset, dataset_kwargs))
-        Path(dataset_kwargs["cache_root"], dataset).mkdir(parents=True)  # where PyKEEN caches it
+        Path(dataset_kwargs["cache_root"], dataset).mkdir(
+            parents=True, exist_ok=True
+        )  # PyKEEN makes it first
+        if dataset != "wn18rr" or len(calls) > 2:  # wn18rr's first download fails: the folder stays empty
+            for f in pykeen_cache_files(dataset, dataset_kwargs["cache_root"]):
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text("")
         return types.SimpleNamespace(training=None)
 
-    monkeypatch.setitem(sys.modules, "pykeen.datasets", types.SimpleNamespace(get_dataset=get_dataset))
+    fake = types.SimpleNamespace(get_dataset=get_dataset, dataset_resolver=real.dataset_resolver)
+    monkeypatch.setitem(sys.modules, "pykeen.datasets", fake)
     assert fetch.fetch("kg", root=tmp_path, say=lambda *a: None) == {"fb15k237": True, "wn18rr": True}
     assert calls == [(n, {"cache_root": str(tmp_path.resolve() / "kg")}) for n in ("fb15k237", "wn18rr")]
+    # an empty folder is not the data: wn18rr is fetched again, fb15k237 is present
+    assert fetch.fetch("kg", root=tmp_path, say=lambda *a: None) == {"fb15k237": False, "wn18rr": True}
     assert fetch.fetch("kg", root=tmp_path, say=lambda *a: None) == {"fb15k237": False, "wn18rr": False}
 
 

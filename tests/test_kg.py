@@ -207,17 +207,31 @@ def _forbid_downloads(monkeypatch):
 
 def test_paper_loaders_read_a_prefilled_pykeen_cache(tmp_path, monkeypatch):
     """FB15k-237 and WN18RR through PyKEEN's own classes, from a cache laid out like their real archives
-    (FB15k-237: FB15K-237.2.zip holding Release/{train,valid,test}.txt; WN18RR: the extracted .txt files)."""
+    (FB15k-237: FB15K-237.2.zip holding Release/{train,valid,test}.txt; WN18RR: the extracted .txt files).
+    Before it is filled, the paper profile stops with one clear error before any compute."""
     import zipfile
 
+    from embsym_lib.data.sources import SOURCES
+    from embsym_lib.fetch import present
+    from embsym_lib.params import ParamError
+
     _forbid_downloads(monkeypatch)
+    cache = tmp_path / "kg"  # where `embsym data fetch kg --root <tmp_path>` puts it
+    fb_dir = cache / "fb15k237"
+    fb_dir.mkdir(parents=True)  # PyKEEN makes a dataset's folder before it downloads: not the data
+    with pytest.raises(
+        ParamError,
+        match=r"parameter 'cache_root': fb15k237 is not in the PyKEEN cache .*FB15K-237\.2\.zip.*"
+        r"`embsym data fetch kg` downloads it there",
+    ):
+        expand("kg", "paper", overrides={"cache_root": str(cache)})
+    assert not present(SOURCES[("kg", "fb15k237")], tmp_path)
+
     fixtures = Path(__file__).parent / "fixtures" / "kg"
-    fb_dir = tmp_path / "fb15k237"
-    fb_dir.mkdir()
     with zipfile.ZipFile(fb_dir / "FB15K-237.2.zip", "w") as zf:
         for split in ("train", "valid", "test"):
             zf.write(fixtures / "fb15k237_sample" / f"{split}.tsv", f"Release/{split}.txt")
-    wn_dir = tmp_path / "wn18rr"
+    wn_dir = cache / "wn18rr"
     wn_dir.mkdir()
     for split in ("train", "valid", "test"):
         (wn_dir / f"{split}.txt").write_bytes((fixtures / "wn18rr_sample" / f"{split}.tsv").read_bytes())
@@ -226,20 +240,25 @@ def test_paper_loaders_read_a_prefilled_pykeen_cache(tmp_path, monkeypatch):
         ("fb15k237", "fb15k237_sample", "/m/027rn"),
         ("wn18rr", "wn18rr_sample", "00260881"),
     ):
-        ds = pipeline.load_data(_params(dataset=name, cache_root=str(tmp_path)))
+        assert present(SOURCES[("kg", name)], tmp_path)  # `embsym data fetch kg` would do nothing
+        ds = pipeline.load_data(_params(dataset=name, cache_root=str(cache)))
         assert isinstance(ds, pipeline.dataset_class(name))
         assert ds.training.create_inverse_triples
         assert entity in ds.training.entity_to_id
         expected = sum(1 for _ in open(fixtures / sample / "train.tsv"))
         assert ds.training.num_triples == expected
         assert ds.testing.num_triples > 0 and ds.validation.num_triples > 0
+    # filled, the paper profile validates against it
+    assert len(expand("kg", "paper", overrides={"cache_root": str(cache)})) == 60
 
 
 def test_profiles_sweep_the_documented_datasets():
     offline = expand("kg", "offline")
     assert {p.params["dataset"] for p in offline} == {"nations", "kinships", "umls"}
     assert len(offline) == 5 * 3 * 3
-    paper = expand("kg", "paper")
+    paper = expand(
+        "kg", "paper", check_data=False
+    )  # the data: test_paper_loaders_read_a_prefilled_pykeen_cache
     assert {(p.params["dataset"], p.params["composition"]) for p in paper} == {
         (d, c) for d in ("fb15k237", "wn18rr") for c in ("distmult", "complex")
     }
@@ -476,6 +495,10 @@ def test_a_user_folder_end_to_end_through_the_cli(tmp_path):
 
 class TestKgContract(FamilyContract):
     family = "kg"
+
+    def expands_without_data(self, profile: str) -> bool:
+        return profile != "paper"  # PyKEEN's cache under cache_root: test_paper_loaders_read_a_prefilled_...
+
     tiny = {"embedding_dim": 8, "epochs": 2, "batch_size": 32, "eval_batch_size": 64}
     tiny_axes = {"dataset": "nations"}
     bad = (

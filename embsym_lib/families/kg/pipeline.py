@@ -14,8 +14,9 @@ import torch
 
 from ...diagnostics import cross_evaluate as cross_evaluate_with
 from ...diagnostics import fisher_wanted, norm_stats, relevance_magnitude_d
+from ...records import project_path
 from ...runtime import rng_preserved
-from .spec import DOWNLOADED_DATASETS, PATH_PREFIX, check_dataset, resolve_path, split_files
+from .spec import DOWNLOADED_DATASETS, PATH_PREFIX, dataset_class, resolve_path, split_files
 from .triples import folder_report, shown
 
 WARM_IMPORTS = ("embsym_lib.adapters.pykeen", "pykeen.datasets")  # imported where used
@@ -48,16 +49,6 @@ def quiet_logs() -> None:
 # --- 1. data ----------------------------------------------------------------------------------------
 
 
-def dataset_class(name: str):
-    """PyKEEN's dataset class for a registered name (resolved without instantiating, so nothing downloads)."""
-    from pykeen.datasets import dataset_resolver
-
-    check_dataset(name)
-    if name.startswith(PATH_PREFIX):
-        raise ValueError(f"{name!r} is a directory, not a PyKEEN dataset name")
-    return dataset_resolver.lookup(name)
-
-
 def load_dataset(name: str, create_inverse_triples: bool = True, cache_root: str = ""):
     """A PyKEEN ``Dataset`` with inverse triples.
 
@@ -83,7 +74,7 @@ def load_dataset(name: str, create_inverse_triples: bool = True, cache_root: str
     cls = dataset_class(name)
     kwargs: dict[str, Any] = {"create_inverse_triples": create_inverse_triples}
     if cache_root and name in DOWNLOADED_DATASETS:
-        kwargs["cache_root"] = cache_root
+        kwargs["cache_root"] = str(project_path(cache_root))  # the project's, whatever the kernel's cwd
     return cls(**kwargs)
 
 

@@ -1,5 +1,6 @@
 """The knowledge-graph family's spec and parameter schema, and the checks of its dataset axis (no
-PyKEEN import: the registry imports every spec to validate parameters before any compute)."""
+PyKEEN import at module level: the registry imports every spec to validate parameters before any compute;
+only checking a downloaded dataset's files in a pre-filled cache imports it)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,33 @@ def check_dataset(name: str, check_data: bool = True) -> None:
         )
 
 
+def dataset_class(name: str):
+    """PyKEEN's dataset class for a registered name (resolved without instantiating, so nothing downloads)."""
+    from pykeen.datasets import dataset_resolver
+
+    check_dataset(name)
+    if name.startswith(PATH_PREFIX):
+        raise ValueError(f"{name!r} is a directory, not a PyKEEN dataset name")
+    return dataset_resolver.lookup(name)
+
+
+def pykeen_cache_files(name: str, cache_root: str) -> list[Path]:
+    """The files PyKEEN's loader of a downloaded dataset (fb15k237, wn18rr) reads under ``cache_root``, and
+    downloads when they are missing. The layout is the class's own, read from an instance made in a scratch
+    folder: making it in the real one would create the dataset's folder, which is not the data."""
+    import tempfile
+
+    from pykeen.datasets.base import PackedZipRemoteDataset
+
+    with tempfile.TemporaryDirectory() as probe:
+        dataset = dataset_class(name)(cache_root=probe)
+        if isinstance(dataset, PackedZipRemoteDataset):
+            files = [dataset.path]
+        else:
+            files = [dataset.training_path, dataset.validation_path, dataset.testing_path]
+        return [project_path(cache_root) / Path(f).relative_to(probe) for f in files]
+
+
 class KgParams(RunParams):
     dataset: str = Field(
         "nations",
@@ -127,6 +155,14 @@ class KgParams(RunParams):
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo):
         check_dataset(self.dataset, check_data=data_checked(info))
+        if self.dataset in DOWNLOADED_DATASETS and self.cache_root and data_checked(info):
+            missing = [str(f) for f in pykeen_cache_files(self.dataset, self.cache_root) if not f.is_file()]
+            if missing:
+                raise ValueError(
+                    f"parameter 'cache_root': {self.dataset} is not in the PyKEEN cache "
+                    f"{project_path(self.cache_root)} (missing {', '.join(missing)}); `embsym data fetch kg` "
+                    "downloads it there, or leave cache_root empty to let PyKEEN download it on first use"
+                )
         if self.composition == "complex" and self.embedding_dim % 2:
             raise ValueError(f"the complex composition needs an even embedding_dim, got {self.embedding_dim}")
         return self
