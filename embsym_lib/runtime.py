@@ -55,8 +55,8 @@ def compute_in(module, precision: str):
     autocast to ``precision`` and hand its floating outputs on as float32, so that what is computed
     from them (the grid's scores, the loss, norms) stays float32: bf16 rounds relative to magnitude, and
     an unnormalized variant's logits are ten times a cosine's. ``fp32`` leaves the module as it is.
-    Returns the module. Where a CPU has bf16 matrix units (AMX) this runs a transformer ~2-3x faster
-    (docs/performance.md); where it has not, bf16 can be slower than fp32."""
+    Returns the module. Where a CPU has bf16 matrix units (AMX) a transformer trains ~1.6x and encodes
+    ~2x faster (docs/performance.md); where it has not, bf16 can be slower than fp32."""
     import torch
 
     if precision not in PRECISIONS:

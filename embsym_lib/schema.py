@@ -70,7 +70,7 @@ Precision = Annotated[
     Literal[PRECISIONS],
     Field(
         description="the model's forward passes: fp32, or bf16 autocast with float32 outputs (scores and loss "
-        "stay fp32; ~2-3x faster on CPUs with AMX, slower on CPUs without bf16 units: docs/performance.md)"
+        "stay fp32; 1.6-2x faster on CPUs with AMX, slower on CPUs without bf16 units: docs/performance.md)"
     ),
 ]
 Positive = Annotated[float, Field(gt=0)]
