@@ -47,27 +47,47 @@ def rng_preserved():
             torch.cuda.set_rng_state_all(cuda)
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+_PRECISION_ATTRIBUTE = "_embsym_precision"
 
 
-def compute_in(module, precision: str):
-    """Run every forward pass of ``module`` (training, evaluation, diagnostics alike) under torch's
-    autocast to ``precision`` and hand its floating outputs on as float32, so that what is computed
-    from them (the grid's scores, the loss, norms) stays float32: bf16 rounds relative to magnitude, and
-    an unnormalized variant's logits are ten times a cosine's. ``fp32`` leaves the module as it is.
-    Returns the module. Where a CPU has bf16 matrix units (AMX) a transformer trains ~1.6x and encodes
-    ~2x faster (docs/performance.md); where it has not, bf16 can be slower than fp32."""
+def resolve_precision(precision: str, device: str = "cpu") -> str:
+    """``auto``: bf16 where the device has bf16 matrix units (a CPU with AMX, measured ~1.6-2x faster
+    in docs/performance.md; a CUDA GPU that supports bf16), else fp32: without them bf16 is emulated and
+    can be several times slower. ``fp32`` and ``bf16`` stay as they are."""
     import torch
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if str(device).startswith("cuda"):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: absent = no
+    return "bf16" if has_amx is not None and has_amx() else "fp32"
+
+
+def compute_in(module, precision: str):
+    """Run every forward pass of ``module`` (training, evaluation, diagnostics alike) under torch's
+    autocast to ``precision`` (``auto``: ``resolve_precision`` on the module's device) and hand its
+    floating outputs on as float32, so that what is computed from them (the grid's scores, the loss,
+    norms) stays float32: bf16 rounds relative to magnitude, and an unnormalized variant's logits are ten
+    times a cosine's. ``fp32`` leaves the module's computation as it is. Returns the module; what it
+    computes in is ``precision_of(module)``, for the run's record."""
+    import torch
+
+    try:
+        device = next(module.parameters()).device.type
+    except StopIteration:
+        device = "cpu"
+    precision = resolve_precision(precision, device)
+    setattr(module, _PRECISION_ATTRIBUTE, precision)
     if precision == "fp32":
         return module
     active: list = []
 
     def enter(mod, args):
-        device = next(mod.parameters()).device.type
-        active.append(torch.autocast(device, dtype=torch.bfloat16))
+        active.append(torch.autocast(next(mod.parameters()).device.type, dtype=torch.bfloat16))
         active[-1].__enter__()
 
     def leave(mod, args, output):
@@ -77,6 +97,11 @@ def compute_in(module, precision: str):
     module.register_forward_pre_hook(enter)
     module.register_forward_hook(leave, always_call=True)
     return module
+
+
+def precision_of(module) -> str:
+    """What ``compute_in`` made ``module`` compute in: fp32 or bf16 (fp32 when it never saw it)."""
+    return getattr(module, _PRECISION_ATTRIBUTE, "fp32")
 
 
 def _as_float32(value):

@@ -69,8 +69,9 @@ ScoreTestVariants = Annotated[
 Precision = Annotated[
     Literal[PRECISIONS],
     Field(
-        description="the model's forward passes: fp32, or bf16 autocast with float32 outputs (scores and loss "
-        "stay fp32; 1.6-2x faster on CPUs with AMX, slower on CPUs without bf16 units: docs/performance.md)"
+        description="the model's forward passes: fp32; bf16 autocast with float32 outputs (scores and loss stay "
+        "fp32); or auto: bf16 where the device has bf16 matrix units (CPU AMX, a bf16 GPU), else fp32. "
+        "The record's extra gives what ran (docs/performance.md)"
     ),
 ]
 Positive = Annotated[float, Field(gt=0)]

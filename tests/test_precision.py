@@ -1,5 +1,6 @@
 """``precision``: an encoder's forward passes under bf16 autocast, what is computed from its outputs (the
-grid's scores, the loss) in float32; fp32 leaves a model untouched."""
+grid's scores, the loss) in float32; fp32 leaves a model untouched; auto is bf16 only where the device
+has bf16 matrix units, and the run says which it used."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from embsym_lib import schema
 from embsym_lib.adapters import sentence_transformers as st
 from embsym_lib.families.retrieval.spec import RetrievalParams
 from embsym_lib.families.sts.spec import StsParams
-from embsym_lib.runtime import compute_in
+from embsym_lib.runtime import compute_in, precision_of, resolve_precision
 from embsym_lib.similarity import pairwise
 
 
@@ -21,8 +22,31 @@ def _mlp(seed: int = 0) -> torch.nn.Module:
 
 def test_fp32_leaves_the_module_as_it_is():
     model = _mlp()
+    assert precision_of(model) == "fp32"  # never seen by compute_in: a plain fp32 model
     assert compute_in(model, "fp32") is model
     assert not model._forward_pre_hooks and not model._forward_hooks
+    assert precision_of(model) == "fp32"
+
+
+@pytest.mark.parametrize("amx, expected", [(True, "bf16"), (False, "fp32"), (None, "fp32")])
+def test_auto_is_bf16_only_where_the_cpu_has_bf16_matrix_units(monkeypatch, amx, expected):
+    if amx is None:  # a torch without the probe: assume none
+        monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    else:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert resolve_precision("auto", "cpu") == expected
+    model = compute_in(_mlp(), "auto")
+    assert precision_of(model) == expected
+    assert bool(model._forward_hooks) == (expected == "bf16")
+    for fixed in ("fp32", "bf16"):  # an explicit choice is kept, whatever the machine
+        assert resolve_precision(fixed, "cpu") == fixed
+
+
+def test_auto_on_a_cuda_device_asks_torch_whether_it_has_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for supported, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert resolve_precision("auto", "cuda:0") == expected
 
 
 def test_bf16_computes_in_bf16_and_hands_on_float32():
@@ -58,7 +82,7 @@ def test_gradients_flow_through_a_bf16_forward():
 
 
 def test_unknown_precision_is_refused_before_any_compute():
-    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: fp32, bf16, auto"):
         compute_in(_mlp(), "fp16")
     for params in (RetrievalParams, StsParams):
         assert schema.validate(params, {}, "t")["precision"] == "fp32"  # the paper profile's: unchanged
@@ -73,6 +97,7 @@ def test_a_bf16_encoder_gives_float32_embeddings_close_to_fp32_and_trains_in_flo
     texts = [f"def function_{i}(x): return x ** {i} + {i}" for i in range(12)]
     fp32, _ = st.build_encoder({**params, "device": "cpu"})
     bf16, _ = st.build_encoder({**params, "device": "cpu", "precision": "bf16"})
+    assert (precision_of(fp32), precision_of(bf16)) == ("fp32", "bf16")
     a, b = st.encode_texts(fp32, texts), st.encode_texts(bf16, texts)
     assert b.dtype == torch.float32 and not torch.equal(a, b)
     torch.testing.assert_close(b.norm(dim=1), a.norm(dim=1), rtol=0.02, atol=0.0)

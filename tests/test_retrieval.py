@@ -25,6 +25,7 @@ from embsym_lib.families.retrieval.spec import RetrievalParams
 from embsym_lib.ir_metrics import evaluate_run, exact_match, exact_search, to_run, token_f1
 from embsym_lib.params import ParamError, expand
 from embsym_lib.records import DATA_ENV, OUTPUTS_ENV, PROJECT_ROOT
+from embsym_lib.runtime import resolve_precision
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, LearnableSimilarity, pairwise
 
 FIXTURES = Path(__file__).parent / "fixtures" / "retrieval"
@@ -109,7 +110,15 @@ class TestRetrievalContract(FamilyContract):
         assert 0.0 < metrics["gamma_q"] < 1.0
         assert record["extra"]["fisher"]["predicted"] in ("qnorm", "dnorm")
         assert set(record["curves"]) >= {"dev_ndcg10_own", "dev_ndcg10_cosine", "gamma_d"}
-        assert record["extra"]["encoder"] == {"name": "scratch", "checkpoint": "scratch", "pooling": "mean"}
+        # the offline profile's precision (auto), as it resolved on this machine
+        precision = resolve_precision("auto", "cpu")
+        assert record["params"]["precision"] == "auto"
+        assert record["extra"]["encoder"] == {
+            "name": "scratch",
+            "checkpoint": "scratch",
+            "pooling": "mean",
+            "precision": precision,
+        }
         assert record["extra"]["train_pairs"] == 32 and record["params"]["eval_batch_size"] == 64
 
 

@@ -19,6 +19,7 @@ from embsym_lib.claims import evaluate, load_claims
 from embsym_lib.data import sts as data
 from embsym_lib.families.sts import pipeline, tables
 from embsym_lib.params import expand
+from embsym_lib.runtime import resolve_precision
 from embsym_lib.similarity import FIXED_VARIANTS, VARIANTS, paired
 
 FIXTURES = "tests/fixtures/sts"
@@ -81,6 +82,9 @@ class TestStsContract(FamilyContract):
         assert metrics["gamma_q"] != 0.5 and 0 < metrics["gamma_q"] < 1
         assert record["curves"]["train_loss"]["x"] and record["curves"]["dev_spearman"]["x"]
         assert record["extra"]["paper_name"] == "learn" and record["extra"]["train_pairs"] == 64
+        # the offline profile's precision (auto), as it resolved on this machine
+        assert record["params"]["precision"] == "auto"
+        assert record["extra"]["precision"] == resolve_precision("auto", "cpu")
 
 
 class TestStsHook(HookEqualsGrid):

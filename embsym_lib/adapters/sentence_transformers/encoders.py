@@ -273,3 +273,10 @@ class GridEncoder:
     info: EncoderInfo
     score: Any
     objective: Literal["ranking", "pairs"] = "ranking"
+
+    @property
+    def precision(self) -> str:
+        """What the encoder's forward passes compute in (fp32 or bf16: ``precision`` resolved)."""
+        from ...runtime import precision_of
+
+        return precision_of(self.model)

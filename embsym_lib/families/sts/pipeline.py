@@ -130,6 +130,7 @@ def record_extra(encoder: GridEncoder, splits: dict[str, pd.DataFrame], trainabl
         "train": trains,
         "stage": "fine-tuned" if trains else "pretrained (evaluation only)",
         "test_data": test_data(params),
+        "precision": encoder.precision,
     }
 
 
